@@ -79,8 +79,16 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> tuple[n
     return counts, normalised
 
 
-def _count_metrics(tp, fp, fn, tn) -> dict[str, np.ndarray]:
-    """Threshold-dependent metrics from (arrays of) confusion counts; nan where undefined."""
+def metrics_from_counts(tp, fp, fn, tn) -> dict[str, np.ndarray]:
+    """Decision metrics from confusion counts; works element-wise on arrays of counts.
+
+    Args:
+        tp, fp, fn, tn: true/false positive/negative counts (scalars or equal-shape arrays).
+
+    Returns:
+        dict of ``accuracy``, ``sensitivity``, ``specificity``, ``precision``, ``npv``,
+        ``f1`` and ``kappa`` (Cohen's); nan where a denominator is 0.
+    """
     tp, fp, fn, tn = (np.asarray(v, dtype=float) for v in (tp, fp, fn, tn))
     n = tp + fp + fn + tn
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -101,7 +109,7 @@ def _decision_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float
     y = np.asarray(y_true) == 1
     p = np.asarray(y_pred) == 1
     counts = (np.sum(y & p), np.sum(~y & p), np.sum(y & ~p), np.sum(~y & ~p))
-    return {k: float(v) for k, v in _count_metrics(*counts).items()}
+    return {k: float(v) for k, v in metrics_from_counts(*counts).items()}
 
 
 def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -147,7 +155,7 @@ def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[
     tp = np.diag(counts)
     fp = counts.sum(axis=0) - tp
     fn = counts.sum(axis=1) - tp
-    per_class = _count_metrics(tp, fp, fn, counts.sum() - tp - fp - fn)
+    per_class = metrics_from_counts(tp, fp, fn, counts.sum() - tp - fp - fn)
     ranks = rankdata(probs, axis=0)
     per_class["auc"] = np.array([_auc_from_ranks(y_true == k, ranks[:, k]) for k in range(len(classes))])
     out: dict = {name: float(np.mean(per_class[name])) for name in _PER_CLASS}

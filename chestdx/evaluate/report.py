@@ -17,6 +17,7 @@ from chestdx.evaluate import html
 from chestdx.evaluate.bootstrap import patient_bootstrap
 from chestdx.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
 from chestdx.evaluate.metrics import binary_metrics, confusion, multiclass_metrics, threshold_sweep
+from chestdx.evaluate.serialise import to_json_ready
 
 logger = logging.getLogger(__name__)
 
@@ -138,19 +139,6 @@ def _histograms(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], column
     return {"bin_edges": edges.tolist(), "by_score": by_score}
 
 
-def _jsonable(value):
-    """Numpy scalars/arrays to Python, nan and infinities to None (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if np.isfinite(value) else None
-    return value
-
-
 def evaluate_predictions(
     y_true: np.ndarray,
     probs: np.ndarray,
@@ -236,7 +224,7 @@ def evaluate_predictions(
     }
     for message in warnings:
         logger.warning(message)
-    return _jsonable(result)
+    return to_json_ready(result)
 
 
 # ----------------------------------------------------------------------------- plots
