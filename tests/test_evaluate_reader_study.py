@@ -123,3 +123,16 @@ def test_positive_class_must_be_chosen_when_several(tmp_path, study_files):
         reader_study(truth, reads, n_resamples=10)
     result = reader_study(truth, reads, positive_class="other", n_resamples=10)
     assert result["n_reads"] == 1 and result["readers"]["r"]["unaided"]["specificity"]["value"] == 1.0
+
+
+def test_reader_without_aided_reads_is_left_out_of_the_average(tmp_path, study_files):
+    rows = [["perfect", f"C{i:02d}", "COVID-19", "yes" if _truth_positive(i) else "no", aided]
+            for aided in ("no", "yes") for i in range(N)]
+    rows += [["solo", f"C{i:02d}", "COVID-19", "no", "no"] for i in range(N)]  # never says yes, never aided
+    reads_csv = _write(tmp_path / "solo.csv", ["reader", "case", "class", "yes_no", "aided"], rows)
+    result = reader_study(*load_reads(study_files[0], reads_csv), n_resamples=30)
+    assert result["readers"]["solo"]["unaided"]["sensitivity"]["value"] == 0.0
+    assert result["readers"]["solo"]["difference"]["sensitivity"]["value"] is None
+    assert result["readers"]["solo"]["n_cases_read"] == {"unaided": 40, "aided": 0}
+    assert result["average_reader"]["unaided"]["sensitivity"]["value"] == 1.0
+    assert any("solo" in w and "average" in w for w in result["warnings"])

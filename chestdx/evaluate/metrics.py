@@ -15,7 +15,6 @@ from scipy.stats import rankdata
 from chestdx.errors import ChestDxError
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.1, 1.0, 0.1), 1)
-BINARY_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1", "kappa")
 _PER_CLASS = ("auc", "sensitivity", "specificity", "precision", "npv", "f1")
 
 

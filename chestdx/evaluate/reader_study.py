@@ -179,8 +179,11 @@ def _call_matrix(truth: Truth, reads: Reads, readers: list[str]) -> np.ndarray:
 
 
 def _study_metrics(y: np.ndarray, case_rows: np.ndarray, calls: np.ndarray, readers: list[str],
-                   scores: np.ndarray | None) -> dict[tuple, float]:
-    """Every reader's and the average reader's metrics per condition, their differences, and the model AUC."""
+                   averaged: np.ndarray, scores: np.ndarray | None) -> dict[tuple, float]:
+    """Every reader's and the average reader's metrics per condition, their differences, and the model AUC.
+
+    ``averaged`` is a boolean mask of the readers that make up the average reader.
+    """
     sub = calls[:, case_rows]
     read, yes, positive = sub >= 0, sub == 1, (y == 1)[None, :]
     counts = [np.sum(read & yes & positive, 1), np.sum(read & yes & ~positive, 1),
@@ -194,8 +197,8 @@ def _study_metrics(y: np.ndarray, case_rows: np.ndarray, calls: np.ndarray, read
                 out[(reader, condition, name)] = values[i, j]
             out[(reader, "difference", name)] = values[i, 1] - values[i, 0]
         for j, condition in enumerate(CONDITIONS):
-            out[("average reader", condition, name)] = float(np.mean(values[:, j]))
-        out[("average reader", "difference", name)] = float(np.mean(values[:, 1] - values[:, 0]))
+            out[("average reader", condition, name)] = float(np.mean(values[averaged, j]))
+        out[("average reader", "difference", name)] = float(np.mean(values[averaged, 1] - values[averaged, 0]))
     if scores is not None:
         out[("model", "auc")] = auc_score(y, scores[case_rows])
     return out
@@ -247,10 +250,14 @@ def reader_study(
     n_read = (calls >= 0).sum(axis=1).reshape(len(readers), len(CONDITIONS))
     for reader, (unaided, aided) in zip(readers, n_read, strict=True):
         if unaided == 0 or aided == 0:
-            warnings.append(f"reader {reader} has no {'unaided' if unaided == 0 else 'aided'} reads: no difference can be computed")
+            warnings.append(f"reader {reader} has no {'unaided' if unaided == 0 else 'aided'} reads: no difference "
+                            "can be computed, and the reader is left out of the average reader")
+    averaged = (n_read > 0).all(axis=1)
+    if not averaged.any():
+        averaged[:] = True
 
     def metric_fn(y_rows: np.ndarray, case_rows: np.ndarray) -> dict:
-        return _study_metrics(y_rows, case_rows, calls, readers, scores)
+        return _study_metrics(y_rows, case_rows, calls, readers, averaged, scores)
 
     boot = patient_bootstrap(metric_fn, y, np.arange(len(y)), truth.patient_ids, n_resamples=n_resamples, seed=seed)
 
@@ -383,7 +390,7 @@ def write_reader_study_report(result: dict, path: str | Path, model_scores: dict
         f"{b['n_resamples']} bootstrap resamples of {b['unit']}s (seed {b['seed']}); readers are held fixed. "
         "The aided - unaided difference is computed on the same resampled cases in both conditions (a paired "
         "bootstrap), so an interval that excludes 0 indicates a change beyond case-sampling noise. The average "
-        "reader is the mean of the readers' metrics.</p>"
+        "reader is the mean of the metrics of the readers who read in both conditions.</p>"
     )
     sections = [
         ("summary", "Study", body),
