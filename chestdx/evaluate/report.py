@@ -348,7 +348,7 @@ def _metrics_section(results: list[dict]) -> str:
         body += html.columns(blocks)
     for r in results:
         b = r["bootstrap"]
-        decision = f"positive when p({r['classes'][-1]}) &ge; {r['threshold']:g}" if r["threshold"] is not None else "most probable class"
+        decision = f"positive when p({escape(r['classes'][-1])}) &ge; {r['threshold']:g}" if r["threshold"] is not None else "most probable class"
         body += (f'<p class="muted">{escape(r["level"])} level: decision = {decision}; 95% CI from {b["n_resamples"]} '
                  f"bootstrap resamples of {b['unit']}s (seed {b['seed']}); n/a = undefined on these data.</p>")
     return body
