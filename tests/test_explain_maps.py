@@ -47,6 +47,18 @@ class BoxNet(TinyNet):
         return super().forward(x)
 
 
+class GroupNet(TinyNet):
+    """A bag model like cnn-bilstm: ``forward`` needs groups, ``forward_slices`` classifies slices."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError("groups (B, S, C, H, W) only")
+        return self.head(self.encode(x.flatten(0, 1)).view(*x.shape[:2], -1).mean(1))
+
+    def forward_slices(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.head(self.encode(x))  # distinguishable from forward's per-slice logits
+
+
 def square_images(n: int, rng: np.random.Generator, present: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     """Noise slices ``(n, 1, SIZE, SIZE)``, a bright square where ``present``; returns slices and corners."""
     x = rng.normal(0.0, 0.1, size=(n, 1, SIZE, SIZE)).astype(np.float32)
@@ -267,3 +279,15 @@ def test_works_inside_inference_mode(trained):
     py, px = np.unravel_index(np.argmax(result.maps[0]), result.maps[0].shape)
     (y, x0), = corners
     assert y - 2 <= py < y + SQUARE + 2 and x0 - 2 <= px < x0 + SQUARE + 2
+
+
+def test_bag_model_explains_forward_slices():
+    model = GroupNet()
+    x = torch.randn(2, 1, SIZE, SIZE)
+    result = explain_slices(model, x, "gradcam")
+    with torch.no_grad():
+        expected = torch.softmax(model.forward_slices(x), dim=1).numpy()
+    assert np.allclose(result.probabilities, expected, atol=1e-6)
+    assert result.maps.shape == (2, SIZE, SIZE) and hook_count(model) == 0
+    with pytest.raises(ChestDxError, match="use gradcam"):  # its slice logits are not head(pooled features)
+        explain_slices(model, x, "cam")

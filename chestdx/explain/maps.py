@@ -96,6 +96,36 @@ class _ReleasedHooks(ModelWithHooks):
         self._layer.__dict__.update(self._flags)
 
 
+class _SliceClassifier(nn.Module):
+    """Slice logits of a model: ``forward_slices`` where it has one, else ``forward``.
+
+    Bag models whose ``forward`` needs whole groups of slices (cnn-bilstm) classify single
+    slices with ``forward_slices``; that is the classifier explained. Module names gain the
+    prefix ``net.``.
+
+    Args:
+        model: the network.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.net = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(B, C, H, W)``. Returns: logits ``(B, K)``."""
+        return self.net.forward_slices(x) if hasattr(self.net, "forward_slices") else self.net(x)
+
+    def cam_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Args: features: ``(B, D)`` pooled target-layer features. Returns: logits ``(B, K)``.
+
+        Raises:
+            AttributeError: the slice logits do not come from ``model.head`` on pooled features.
+        """
+        if hasattr(self.net, "forward_slices") or not callable(getattr(self.net, "head", None)):
+            raise AttributeError("no head on pooled features")
+        return self.net.head(features)
+
+
 @contextmanager
 def _inference_state(model: nn.Module) -> Iterator[None]:
     """Eval mode and frozen parameters inside the block; the model's previous state after it."""
@@ -135,6 +165,8 @@ def explain_slices(
     zero; a pixel gets the mean drop of the patches covering it) and ``"boxes"`` (the
     lesion boxes of models that propose them, as score-weighted filled rectangles).
 
+    The slice classifier explained is ``model.forward_slices`` where the model has one (bag
+    models whose ``forward`` needs a whole group, such as cnn-bilstm), else ``model``.
     Each map is smoothed (``smooth_sigma``), then scaled to 0..1 by its minimum and maximum
     within the lung mask (if given; zero outside it); a constant map becomes all zeros.
     The model is used in eval mode with frozen parameters; its mode, ``requires_grad``
@@ -176,10 +208,11 @@ def explain_slices(
         if lung_mask.shape != (x.shape[0], *x.shape[2:]):
             raise ValueError(f"lung_mask must be (n, H, W) = {(x.shape[0], *x.shape[2:])}, got {lung_mask.shape}")
     device = next(model.parameters()).device
+    classifier = _SliceClassifier(model)
     with torch.inference_mode(False):
         x = x.to(device).clone()
-        with _inference_state(model):
-            logits, boxes, scores = _forward(model, x, batch_size)
+        with _inference_state(classifier):
+            logits, boxes, scores = _forward(classifier, x, batch_size)
             probabilities = torch.softmax(logits, dim=1)
             targets = _targets(target_class, logits)
             if method == "boxes":
@@ -191,11 +224,11 @@ def explain_slices(
                 raw = _box_maps(boxes, scores, x.shape[2:])
             elif method == "occlusion":
                 raw = _occlusion_maps(
-                    model, x, targets, probabilities, occlusion_patch, occlusion_stride, occlusion_fill, batch_size
+                    classifier, x, targets, probabilities, occlusion_patch, occlusion_stride, occlusion_fill, batch_size
                 )
             else:
-                layer = target_layer or getattr(model, "target_layer", None)
-                raw = _activation_maps(model, x, targets, logits, _check_layer(model, layer), method, batch_size)
+                layer = "net." + _check_layer(model, target_layer or getattr(model, "target_layer", None))
+                raw = _activation_maps(classifier, x, targets, logits, layer, method, batch_size)
     maps = _normalise(raw, lung_mask, smooth_sigma)
     counts = Counter(targets.tolist())
     return ExplanationResult(
@@ -209,15 +242,15 @@ def explain_slices(
     )
 
 
-def _forward(model: nn.Module, x: torch.Tensor, batch_size: int):
+def _forward(classifier: _SliceClassifier, x: torch.Tensor, batch_size: int):
     """Logits ``(n, K)`` and, for box models, per-slice boxes and scores (numpy) else None."""
     logits, boxes, scores = [], [], []
     with torch.no_grad():
         for chunk in torch.split(x, batch_size):
-            logits.append(model(chunk))
-            if getattr(model, "last_boxes", None) is not None:
-                boxes.extend(model.last_boxes.detach().cpu().numpy())
-                scores.extend(model.last_box_scores.detach().cpu().numpy())
+            logits.append(classifier(chunk))
+            if getattr(classifier.net, "last_boxes", None) is not None:
+                boxes.extend(classifier.net.last_boxes.detach().cpu().numpy())
+                scores.extend(classifier.net.last_box_scores.detach().cpu().numpy())
     return torch.cat(logits), (boxes or None), (scores or None)
 
 
@@ -242,17 +275,17 @@ def _check_layer(model: nn.Module, layer: str | None) -> str:
 
 
 def _activation_maps(
-    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor, layer: str, method: str,
+    classifier: _SliceClassifier, x: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor, layer: str, method: str,
     batch_size: int,
 ) -> np.ndarray:
     """CAM / Grad-CAM / Grad-CAM++ maps ``(n, H, W)`` with MONAI, before normalisation."""
     maps = []
-    with _ReleasedHooks(model, layer, backward=method != "cam") as hooked:
+    with _ReleasedHooks(classifier, layer, backward=method != "cam") as hooked:
         with torch.no_grad():
-            model(x[:1])  # fills hooked.activations, to check the layer before MONAI uses it
-        _check_activation(model, hooked.activations[layer], logits[:1], layer, method)
+            classifier(x[:1])  # fills hooked.activations, to check the layer before MONAI uses it
+        _check_activation(classifier, hooked.activations[layer], logits[:1], layer, method)
         if method == "cam":
-            explainer = CAM(hooked, layer, fc_layers=lambda m: m.head, postprocessing=_identity)
+            explainer = CAM(hooked, layer, fc_layers=lambda m: m.cam_head, postprocessing=_identity)
         else:
             explainer = _GRADIENT_METHODS[method](hooked, layer, postprocessing=_identity)
         for start in range(0, len(x), batch_size):
@@ -267,9 +300,10 @@ def _identity(a: torch.Tensor) -> torch.Tensor:
 
 
 def _check_activation(
-    model: nn.Module, activation: torch.Tensor, logits: torch.Tensor, layer: str, method: str
+    classifier: _SliceClassifier, activation: torch.Tensor, logits: torch.Tensor, layer: str, method: str
 ) -> None:
     """The layer must give 4-D maps; for CAM, the logits must be the head applied to their global average."""
+    layer = layer.removeprefix("net.")
     if activation.ndim != 4:
         raise ChestDxError(
             f"target layer {layer!r} outputs shape {tuple(activation.shape)}: choose a layer "
@@ -277,12 +311,10 @@ def _check_activation(
         )
     if method != "cam":
         return
-    if not callable(getattr(model, "head", None)):
-        raise _cam_error(layer)
     with torch.no_grad():
         try:
-            pooled = model.head(activation.mean(dim=(2, 3)))
-        except RuntimeError as exc:  # the head does not take this layer's channels
+            pooled = classifier.cam_head(activation.mean(dim=(2, 3)))
+        except (AttributeError, RuntimeError) as exc:  # no such head, or not for this layer's channels
             raise _cam_error(layer) from exc
     if not torch.allclose(pooled, logits, rtol=1e-3, atol=1e-4):
         raise _cam_error(layer)
