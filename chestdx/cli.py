@@ -67,6 +67,133 @@ def cmd_preview(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _load_for_study(args: argparse.Namespace):
+    """Load the study named on the command line and the model for it (default by kind)."""
+    import time
+
+    from chestdx.io import load_study
+    from chestdx.models.checkpoint import load_model
+
+    t0 = time.perf_counter()
+    study = load_study(args.study, series=_series_arg(args.series), kind=getattr(args, "kind", None),
+                       progress=not args.quiet)
+    read_s = time.perf_counter() - t0
+    model = load_model(args.model, kind=study.kind)
+    return study, model, read_s
+
+
+def _print_prediction(result: dict) -> None:
+    print(f"model       {result['model']['name']} ({result['model']['recipe']}); research use only, not for clinical use")
+    probs = "   ".join(f"{c} {p:.3f}" for c, p in result["probabilities"].items())
+    print(f"probability {probs}")
+    print(f"decision    {result['decision']}   (threshold {result['threshold']:.2f} on the last class)")
+    used = result["slices_used"]
+    print(f"slices used {len(used)}" + (f" ({used[0]}..{used[-1]})" if used else ""))
+    print("top slices  " + ", ".join(f"{s['index']} ({s['score']:.2f})" for s in result["top_slices"]))
+    print("timing s    " + "   ".join(f"{k} {v:.2f}" for k, v in result["timing_s"].items()))
+    for warning in result["warnings"]:
+        print(f"warning     {warning}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """Diagnose a study with the bundled (or a given) model."""
+    from chestdx.models.predict import predict_study
+
+    study, model, read_s = _load_for_study(args)
+    result = predict_study(study, model, top_k=args.top, read_seconds=read_s)
+    if args.explain:
+        from chestdx.explain.study import explain_study
+
+        if not args.out:
+            raise ChestDxError("--explain needs --out DIR: the folder to write the heat maps into")
+        result["explanation"] = str(explain_study(study, model, args.explain, args.out, n_slices=args.slices))
+    if args.json:
+        _print_json(result)
+    else:
+        _print_prediction(result)
+        if args.explain:
+            print(f"heat maps   {result['explanation']}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    """Write heat maps of the slices that drove the decision."""
+    from chestdx.explain.study import explain_study
+
+    study, model, _ = _load_for_study(args)
+    path = explain_study(study, model, args.method, args.out, n_slices=args.slices, target=args.target)
+    print(f"wrote {path}")
+
+
+def _records(spec: str, split: str | None = None) -> list:
+    from chestdx.io.datasets import load_dataset
+
+    records = load_dataset(spec)
+    if split:
+        records = [r for r in records if r.split == split]
+        if not records:
+            raise ChestDxError(f"dataset {spec!r} has no records in split {split!r}: "
+                               "leave out --split, or use a dataset with official splits (e.g. ucsd:PATH)")
+    return records
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train a recipe on a dataset and write a checkpoint with its model card."""
+    from chestdx.models.registry import get_recipe
+    from chestdx.train.run import train_command
+
+    config = get_recipe(args.recipe)
+    if args.classes:
+        config.classes = tuple(args.classes.split(","))
+    summary = train_command(config, args.data, args.out, val_spec=args.val, source_spec=args.source,
+                            seed=args.seed, epochs=args.epochs, cv=args.cv, progress=not args.quiet)
+    _print_json(summary)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Score a model on a dataset with patient-level bootstrap confidence intervals."""
+    from chestdx.evaluate.run import evaluate_model
+
+    result = evaluate_model(args.model, _records(args.data, args.split), level=args.level,
+                            n_resamples=args.resamples, seed=args.seed, report=args.report,
+                            dataset_name=args.data, progress=not args.quiet)
+    if args.json:
+        _print_json(result)
+    else:
+        m = result["metrics"]
+        print(f"{result['level']}-level, {result['n_cases']} cases, threshold {result['threshold']}")
+        for key in ("auc", "f1", "sensitivity", "specificity", "accuracy", "kappa"):
+            e = m.get(key) or {}
+            print(f"  {key:12s} {_fmt(e.get('value'))}  (95% CI {_fmt(e.get('ci_low'))}..{_fmt(e.get('ci_high'))})")
+        if args.report:
+            print(f"report: {args.report}")
+
+
+def _fmt(value) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
+
+
+def cmd_reader_study(args: argparse.Namespace) -> None:
+    """Compare radiologists' reads with and without AI against the truth."""
+    from chestdx.evaluate.reader_study import (load_model_scores, load_reads, reader_study,
+                                               write_reader_study_report)
+
+    truth, reads = load_reads(args.truth, args.reads)
+    scores = load_model_scores(args.model_scores) if args.model_scores else None
+    result = reader_study(truth, reads, model_scores=scores, n_resamples=args.resamples, seed=args.seed)
+    if args.report:
+        write_reader_study_report(result, args.report, model_scores=scores)
+    _print_json(result)
+
+
+def cmd_recipes(args: argparse.Namespace) -> None:
+    """List recipes and bundled models."""
+    from chestdx.models.checkpoint import list_bundled
+    from chestdx.models.registry import list_recipes
+
+    print("recipes:        " + ", ".join(list_recipes()))
+    print("bundled models: " + ", ".join(list_bundled()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns: the argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="chestdx", description=__doc__.splitlines()[0] + " Research use only, not for clinical use.")
@@ -92,6 +219,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series")
     p.add_argument("--max-slices", type=int, default=24)
     p.set_defaults(func=cmd_preview)
+
+    for name, func, text in (("predict", cmd_predict, "diagnose a study: class probabilities, decision, slices that drove it"),
+                             ("explain", cmd_explain, "heat maps of the slices that drove the decision")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("study")
+        p.add_argument("--model", help="bundled model name or checkpoint folder (default: chosen by study kind)")
+        p.add_argument("--series")
+        p.add_argument("--kind", choices=["ct-volume", "ct-slice", "xray"], help="override the detected study kind")
+        p.add_argument("--slices", type=int, default=3, help="how many top slices to explain")
+        p.add_argument("--out", help="output folder for heat maps")
+        p.set_defaults(func=func)
+        if name == "predict":
+            p.add_argument("--json", action="store_true", help="print one JSON object")
+            p.add_argument("--top", type=int, default=5, help="how many top slices to list")
+            p.add_argument("--explain", choices=["cam", "gradcam", "gradcampp", "occlusion", "boxes"],
+                           help="also write heat maps with this method (needs --out)")
+        else:
+            p.add_argument("--method", default="gradcam", choices=["cam", "gradcam", "gradcampp", "occlusion", "boxes"])
+            p.add_argument("--target", help="class to explain (default: the decided class)")
+
+    p = sub.add_parser("train", help="train a recipe; writes model.pt + metadata.json")
+    p.add_argument("--recipe", required=True, help="recipe name (see `chestdx recipes`)")
+    p.add_argument("--data", required=True, help="ADAPTER:PATH, e.g. ucsd:../shared/data/ucsd-covid-ct")
+    p.add_argument("--val", help="ADAPTER:PATH for validation (default: the data's official split or a patient split)")
+    p.add_argument("--source", help="ADAPTER:PATH of the source task (two-stage recipes such as detl)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--classes", help="comma-separated class names in logit order (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--cv", type=int, help="patient-grouped K-fold cross-validation instead of one split")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics with patient-level bootstrap CIs, curves, calibration, HTML report")
+    p.add_argument("--model", help="bundled model name or checkpoint folder (default: the CT model)")
+    p.add_argument("--data", required=True, help="ADAPTER:PATH")
+    p.add_argument("--split", help="only records of this split (train/val/test)")
+    p.add_argument("--level", default="patient", choices=["patient", "study", "slice"])
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--report", help="write a self-contained HTML report here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("reader-study", help="readers' sensitivity/specificity, unaided vs AI-aided, on the model ROC")
+    p.add_argument("--truth", required=True)
+    p.add_argument("--reads", required=True)
+    p.add_argument("--model-scores")
+    p.add_argument("--report")
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_reader_study)
+
+    p = sub.add_parser("recipes", help="list the registered recipes and bundled models")
+    p.set_defaults(func=cmd_recipes)
     return parser
 
 

@@ -69,15 +69,6 @@ def square_images(n: int, rng: np.random.Generator, present: np.ndarray) -> tupl
     return torch.from_numpy(x), corners
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than on cores shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(one_thread) -> TinyNet:
     """TinyNet trained (seeded, about a second) to tell 'square present' (class 1) from 'absent'."""

@@ -21,15 +21,6 @@ from chestdx.models.aggregators import (
 HEALTHY = [0.8, 0.15, 0.05]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: extra intra-op threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_mean_prob():
     np.testing.assert_allclose(mean_prob([[0.8, 0.2], [0.4, 0.6], [0.3, 0.7]]), [0.5, 0.5])
 

@@ -8,22 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chestdx.models.recipes import cnn_bilstm, dre_net, residual_attention  # noqa: F401 (registers them)
 from chestdx.models.recipes.dre_net import anchor_boxes, box_iou, crop_resize, select_regions
 from chestdx.models.recipes.residual_attention import AttentionModule
 from chestdx.models.registry import RecipeConfig, build_model, get_recipe, list_recipes
+from chestdx.train.loop import apply_freeze, stages_of
 
 RECIPES = ["cnn-bilstm", "dre-net", "residual-attention"]
 SIZE = 32  # tiny slices; cnn-bilstm groups hold 50 of them
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: extra intra-op threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def squares(n: int, size: int, channels: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +128,7 @@ def test_cnn_bilstm_two_stage_training():
     torch.manual_seed(0)
     config = get_recipe("cnn-bilstm", classes=("non-covid", "covid"))
     stages = config.train["stages"]
-    assert [s["name"] for s in stages] == ["cnn", "lstm"] and [s["freeze_cnn"] for s in stages] == [False, True]
+    assert [s["name"] for s in stages] == ["cnn", "lstm"] and [s["freeze"] for s in stages] == [[], ["cnn"]]
     model = build_model(config)
 
     x, y = squares(32, 16, 1, seed=0)
@@ -151,7 +142,7 @@ def test_cnn_bilstm_two_stage_training():
         first = loss.item() if first is None else first
     assert loss.item() < 0.3 * first
 
-    model.freeze_cnn()
+    apply_freeze(model, stages_of(config)[1])
     cnn_before = {k: v.clone() for k, v in model.cnn.state_dict().items()}
     lstm_before = model.lstm.weight_ih_l0.detach().clone()
     xb, yb = bags(8, config.input.group_size, 16, seed=2)
@@ -167,8 +158,7 @@ def test_cnn_bilstm_two_stage_training():
     for key, value in model.cnn.state_dict().items():
         torch.testing.assert_close(value, cnn_before[key], rtol=0, atol=0)
     assert not torch.equal(model.lstm.weight_ih_l0, lstm_before)
-    model.freeze_cnn(False)
-    assert all(p.requires_grad for p in model.cnn.parameters())
+    assert not any(p.requires_grad for p in model.cnn.parameters())
 
 
 def test_cnn_bilstm_slice_logits_and_group_size_check():

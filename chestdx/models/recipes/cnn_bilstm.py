@@ -11,7 +11,7 @@ Training runs in two stages, described in ``config.train["stages"]``:
 
 1. ``"cnn"``: slices (each with its study's label) through ``forward_slices`` (CNN +
    ``cnn_head``), everything trainable.
-2. ``"lstm"``: groups ``(B, S, C, H, W)`` through ``forward`` after ``freeze_cnn()``, so
+2. ``"lstm"``: groups ``(B, S, C, H, W)`` through ``forward`` with the ``cnn`` frozen, so
    only the biLSTM and the dense head learn.
 
 Values from the paper: the architecture, groups of 50, CLAHE, lung-area slice filter, three
@@ -120,19 +120,6 @@ class CNNBiLSTM(nn.Module):
         b, s = x.shape[:2]
         return self.head(self.encode(x.flatten(0, 1)).view(b, s, -1))
 
-    def freeze_cnn(self, frozen: bool = True) -> "CNNBiLSTM":
-        """Stop (or restart) training of the slice CNN, for stage 2.
-
-        Args:
-            frozen: True to freeze, False to unfreeze.
-
-        Returns:
-            self.
-        """
-        for param in self.cnn.parameters():
-            param.requires_grad_(not frozen)
-        return self
-
 
 CNN_BILSTM = RecipeConfig(
     name="cnn-bilstm",
@@ -147,9 +134,9 @@ CNN_BILSTM = RecipeConfig(
         "weight_decay": 0.0,
         "patience": 5,
         "stages": [
-            {"name": "cnn", "unit": "slice", "method": "forward_slices", "freeze_cnn": False,
+            {"name": "cnn", "unit": "slice", "method": "forward_slices", "freeze": [],
              "epochs": 15, "lr": 1e-3, "batch_size": 64},
-            {"name": "lstm", "unit": "bag", "method": "forward", "freeze_cnn": True,
+            {"name": "lstm", "unit": "bag", "method": "forward", "freeze": ["cnn"],
              "epochs": 30, "lr": 1e-3, "batch_size": 4},
         ],
     },

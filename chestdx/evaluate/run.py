@@ -1,0 +1,109 @@
+"""Run a model over dataset records: the predictions `evaluate_predictions` scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from chestdx.io import load_study
+from chestdx.models.checkpoint import LoadedModel
+from chestdx.models.predict import study_probabilities
+from chestdx.preprocess.pipeline import prepare_study
+from chestdx.train.data import label_index
+
+
+@dataclass
+class DatasetPredictions:
+    """Study-level predictions over a dataset.
+
+    Args:
+        probs: ``(n, K)`` study probabilities in the model's class order.
+        y: ``(n,)`` true class index.
+        patient_ids: patient of each study.
+        paths: study paths.
+        slice_probs: per study, ``(s, K)`` probabilities of its used slices.
+    """
+
+    probs: np.ndarray
+    y: np.ndarray
+    patient_ids: list[str]
+    paths: list[str]
+    slice_probs: list[np.ndarray]
+
+
+def predict_records(model: LoadedModel, records: list, progress: bool = True) -> DatasetPredictions:
+    """Predict every record with ``model``.
+
+    Args:
+        model: the loaded model.
+        records: dataset records whose labels are among the model's classes.
+        progress: show a progress bar.
+
+    Returns:
+        The predictions.
+    """
+    probs, ys, slice_probs = [], [], []
+    for rec in tqdm(records, desc="predicting", unit="study", disable=not progress):
+        ys.append(label_index(rec.label, model.config.classes))
+        prepared = prepare_study(load_study(rec.path, progress=False), model.config.input)
+        study, per_slice = study_probabilities(model, prepared)
+        probs.append(study)
+        slice_probs.append(per_slice[prepared.indices >= 0])
+    return DatasetPredictions(np.asarray(probs), np.asarray(ys), [r.patient_id for r in records],
+                              [str(r.path) for r in records], slice_probs)
+
+
+def evaluate_model(model_name: str | None, records: list, *, level: str = "patient", n_resamples: int = 2000,
+                   seed: int = 0, report: str | None = None, dataset_name: str = "", progress: bool = True) -> dict:
+    """``chestdx evaluate``: predict every record, score at the asked level, optionally write the HTML report.
+
+    Study-level and patient-level results are both computed (patients pool their studies'
+    probabilities by the mean); the report shows them side by side. Slice-level results
+    are added when studies have several slices.
+
+    Args:
+        model_name: bundled model name or checkpoint folder (None: the default CT model;
+            pass ``"xray-default"`` for X-ray datasets).
+        records: dataset records.
+        level: ``"patient"``, ``"study"`` or ``"slice"``: which result is returned on top.
+        n_resamples: bootstrap resamples (patients are resampled).
+        seed: bootstrap seed.
+        report: path of an HTML report to write, or None.
+        dataset_name: shown in the report.
+        progress: show a progress bar.
+
+    Returns:
+        The result of the chosen level (see ``evaluate_predictions``), with the other
+        levels under ``"levels"``.
+    """
+    from chestdx.evaluate.report import aggregate_to_patients, evaluate_predictions, write_html_report
+    from chestdx.models.checkpoint import load_model
+
+    model = load_model(model_name)
+    preds = predict_records(model, records, progress)
+    classes = list(model.config.classes)
+    common = {"classes": classes, "n_resamples": n_resamples, "seed": seed,
+              "threshold": model.threshold if len(classes) == 2 else None}
+    results = {"study": evaluate_predictions(preds.y, preds.probs, patient_ids=preds.patient_ids, level="study", **common)}
+    ids, p, y = aggregate_to_patients(preds.patient_ids, preds.probs, preds.y)
+    results["patient"] = evaluate_predictions(y, p, patient_ids=ids, level="patient", **common)
+    n_slices = np.array([len(s) for s in preds.slice_probs])
+    if n_slices.max() > 1:
+        slice_y = np.repeat(preds.y, n_slices)
+        slice_ids = np.repeat(np.asarray(preds.patient_ids, dtype=object), n_slices)
+        results["slice"] = evaluate_predictions(slice_y, np.concatenate(preds.slice_probs), patient_ids=list(slice_ids),
+                                                level="slice", **common)
+    chosen = level if level in results else "study"
+    if report:
+        counts = {c: int((preds.y == i).sum()) for i, c in enumerate(classes)}
+        write_html_report([results[k] for k in ("slice", "study", "patient") if k in results], report,
+                          model_card=model.card,
+                          dataset_summary={"dataset": dataset_name, "studies": len(records),
+                                           "patients": len(set(preds.patient_ids)), "class balance": counts,
+                                           "split": sorted({r.split or "-" for r in records})})
+    out = dict(results[chosen])
+    out["levels"] = {k: {"n_cases": v["n_cases"], "metrics": v["metrics"]} for k, v in results.items() if k != chosen}
+    out["model"] = {"name": model.name, "recipe": model.config.name}
+    return out

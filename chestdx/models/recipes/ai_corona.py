@@ -1,0 +1,80 @@
+"""ai-corona: ImageNet EfficientNet slice encoder, slice features averaged per study, dense head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from chestdx.models.backbones import efficientnet_bn, efficientnet_lite
+from chestdx.models.registry import RecipeConfig, register_recipe
+from chestdx.preprocess.spec import InputSpec
+
+
+class EfficientNetClassifier(nn.Module):
+    """EfficientNet encoder + dropout + linear head; bags of slices are pooled by mean of features.
+
+    Args:
+        backbone: ``"lite0"``, ``"lite1"``, ``"lite2"`` (ImageNet weights) or
+            ``"efficientnet-b0"`` ... ``"efficientnet-b3"`` (random init).
+        num_classes: number of output classes.
+        pretrained: load ImageNet weights (Lite only).
+        dropout: dropout before the head.
+    """
+
+    def __init__(self, backbone: str = "lite0", num_classes: int = 2, pretrained: bool = True, dropout: float = 0.3) -> None:
+        super().__init__()
+        if backbone.startswith("lite"):
+            net = efficientnet_lite(backbone, pretrained=pretrained)
+            act = nn.ReLU6()
+        else:
+            net = efficientnet_bn(backbone)
+            act = nn.SiLU()
+        self.stem = nn.Sequential(net._conv_stem_padding, net._conv_stem, net._bn0, act)
+        self.blocks = net._blocks
+        self.conv_head = nn.Sequential(net._conv_head_padding, net._conv_head, net._bn1)
+        self.act_head = nn.ReLU6() if backbone.startswith("lite") else nn.SiLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(net._fc.in_features, num_classes)
+        self.target_layer = "act_head"
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(N, 3, H, W)``. Returns: the last feature maps ``(N, 1280, h, w)``."""
+        return self.act_head(self.conv_head(self.blocks(self.stem(x))))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(N, 3, H, W)``. Returns: pooled slice features ``(N, 1280)``."""
+        return self.pool(self.feature_maps(x)).flatten(1)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Args: features: ``(B, 1280)``. Returns: logits ``(B, K)``."""
+        return self.fc(self.dropout(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: slices ``(B, 3, H, W)`` or bags ``(B, S, 3, H, W)`` (features averaged over S).
+
+        Returns:
+            logits ``(B, K)``.
+        """
+        if x.ndim == 5:
+            b, s = x.shape[:2]
+            return self.head(self.encode(x.flatten(0, 1)).view(b, s, -1).mean(1))
+        return self.head(self.encode(x))
+
+
+AI_CORONA = RecipeConfig(
+    name="ai-corona",
+    input=InputSpec(window="lung", clip_top_percent=0.5, selection="middle", middle_fraction=0.5,
+                    size=224, channels=3, normalise="imagenet"),
+    classes=("normal", "pneumonia", "covid"),
+    unit="bag",
+    aggregator="mean-features",
+    params={"backbone": "lite0", "pretrained": True, "dropout": 0.3},
+    train={"epochs": 12, "lr": 3e-4, "weight_decay": 1e-4, "batch_size": 16, "optimizer": "adamw", "patience": 4},
+)
+
+
+@register_recipe(AI_CORONA)
+def build_ai_corona(config: RecipeConfig) -> EfficientNetClassifier:
+    """Args: config: an ai-corona config. Returns: the network."""
+    return EfficientNetClassifier(num_classes=len(config.classes), **config.params)

@@ -1,0 +1,260 @@
+"""The one training loop for every recipe: stages, early stopping, best checkpoint, calibration."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from chestdx.evaluate.calibration import TemperatureScaler
+from chestdx.evaluate.metrics import auc_score, binary_metrics, multiclass_metrics
+from chestdx.models.checkpoint import make_card, save_checkpoint
+from chestdx.models.registry import RecipeConfig, build_model
+from chestdx.train.augment import augment_batch, slice_augmenter
+from chestdx.train.data import SampleSet, build_samples, to_model_input
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRAIN = {"epochs": 10, "lr": 3e-4, "weight_decay": 1e-4, "batch_size": 16, "optimizer": "adamw",
+                 "patience": 4, "warmup_frac": 0.1, "label_smoothing": 0.0, "bf16": True}
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns.
+
+    Args:
+        net: the trained network (best validation epoch), eval mode.
+        card: its model card.
+        history: one dict per epoch (stage, epoch, train loss, val loss, val AUC, seconds).
+        out_dir: where the checkpoint was written, or None.
+    """
+
+    net: torch.nn.Module
+    card: dict
+    history: list[dict] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Args: seed: seed for Python's, NumPy's and torch's generators."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def stages_of(config: RecipeConfig) -> list[dict]:
+    """The training stages of a recipe, each with every hyper-parameter filled in.
+
+    A recipe either gives top-level hyper-parameters (one stage) or a ``stages`` list whose
+    entries may set ``unit``, ``method`` (network method to call), ``freeze`` (module
+    name prefixes to freeze) or ``trainable`` (freeze everything else), and any key of
+    `DEFAULT_TRAIN`.
+
+    Args:
+        config: the recipe config.
+
+    Returns:
+        The stages.
+    """
+    base = {**DEFAULT_TRAIN, **{k: v for k, v in config.train.items() if k != "stages"}}
+    raw = config.train.get("stages") or [{}]
+    return [{"name": f"stage{i + 1}", "unit": config.unit, "method": "forward", **base, **stage}
+            for i, stage in enumerate(raw)]
+
+
+def apply_freeze(net: torch.nn.Module, stage: dict) -> list[torch.nn.Parameter]:
+    """Freeze parameters as a stage asks and return the trainable ones.
+
+    Args:
+        net: the network.
+        stage: a stage from `stages_of` (keys ``freeze`` / ``trainable``).
+
+    Returns:
+        The parameters left trainable.
+    """
+    freeze, trainable = stage.get("freeze"), stage.get("trainable")
+    for name, p in net.named_parameters():
+        if trainable is not None:
+            p.requires_grad_(any(name.startswith(t) for t in trainable))
+        else:
+            p.requires_grad_(not any(name.startswith(f) for f in (freeze or [])))
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for i in range(0, n, batch_size):
+        yield order[i:i + batch_size]
+
+
+def _stack(samples: SampleSet, idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.stack([samples.x[i] for i in idx]))
+
+
+def predict_samples(net: torch.nn.Module, samples: SampleSet, config: RecipeConfig, method: str = "forward",
+                    batch_size: int = 32, bf16: bool = True) -> np.ndarray:
+    """Logits of every sample (no augmentation).
+
+    Args:
+        net: the network.
+        samples: the samples.
+        config: the recipe config (normalisation).
+        method: network method to call.
+        batch_size: samples per forward pass.
+        bf16: use bfloat16 autocast.
+
+    Returns:
+        ``(n, K)`` float32 logits.
+    """
+    net.eval()
+    fn = getattr(net, method)
+    bs = batch_size if samples.x[0].ndim == 3 else 1
+    out = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for idx in _batches(len(samples), bs, None):
+            x = to_model_input(_stack(samples, idx), config)
+            if x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out.append(fn(x).float())
+    return torch.cat(out).numpy()
+
+
+def _val_score(y: np.ndarray, logits: np.ndarray) -> float:
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    if probs.shape[1] == 2:
+        return auc_score(y, probs[:, 1])
+    return float(multiclass_metrics(y, probs, [str(i) for i in range(probs.shape[1])])["auc"])
+
+
+def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: str | Path | None = None, *,
+        seed: int = 0, name: str | None = None, epochs: int | None = None, progress: bool = True,
+        threads: int | None = None, data_description: dict | None = None,
+        train_samples: dict | None = None, val_samples: dict | None = None) -> TrainResult:
+    """Train a recipe: every stage, early stopping on validation AUC, best weights kept.
+
+    After training, a temperature is fitted on the validation logits (calibration) and the
+    card records validation metrics at the 0.5 threshold of the calibrated positive class.
+
+    Args:
+        config: the recipe config (``train`` holds the hyper-parameters).
+        train_records: training records (``path``, ``label``, ``patient_id``).
+        val_records: validation records (model selection and calibration only).
+        out_dir: where to write ``model.pt`` + ``metadata.json`` (None: do not write).
+        seed: random seed (data order, augmentation, initialisation).
+        name: model name for the card (default ``<recipe>-seed<seed>``).
+        epochs: override every stage's epoch count (quick runs, tests).
+        progress: show progress bars.
+        threads: torch threads (default: all cores).
+        data_description: what to record as training data in the card.
+        train_samples: pre-built `SampleSet` per unit (``{"slice": ..., "bag": ...}``),
+            to skip loading (tests, repeated runs).
+        val_samples: likewise for validation.
+
+    Returns:
+        The trained network, its card and the per-epoch history.
+    """
+    seed_everything(seed)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    net = build_model(config).to(memory_format=torch.channels_last)
+    rng = np.random.default_rng(seed)
+    cache_train, cache_val = dict(train_samples or {}), dict(val_samples or {})
+    history: list[dict] = []
+    start = time.time()
+    for stage in stages_of(config):
+        unit = stage["unit"]
+        if unit not in cache_train:
+            cache_train[unit] = build_samples(train_records, config, unit, progress)
+            cache_val[unit] = build_samples(val_records, config, unit, progress)
+        tr, va = cache_train[unit], cache_val[unit]
+        params = apply_freeze(net, stage)
+        n_epochs = epochs or stage["epochs"]
+        bs = stage["batch_size"]
+        steps = n_epochs * math.ceil(len(tr) / bs)
+        if stage["optimizer"] == "sgd":
+            opt = torch.optim.SGD(params, lr=stage["lr"], momentum=stage.get("momentum", 0.9),
+                                  weight_decay=stage["weight_decay"])
+        else:
+            opt_cls = torch.optim.Adam if stage["optimizer"] == "adam" else torch.optim.AdamW
+            opt = opt_cls(params, lr=stage["lr"], weight_decay=stage["weight_decay"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=stage["lr"], total_steps=max(steps, 1),
+                                                    pct_start=stage["warmup_frac"], anneal_strategy="cos")
+        augmenter = slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
+        fn = getattr(net, stage["method"])
+        best, best_state, waited = -math.inf, copy.deepcopy(net.state_dict()), 0
+        for epoch in range(n_epochs):
+            net.train()
+            t0, total = time.time(), 0.0
+            bar = tqdm(list(_batches(len(tr), bs, rng)), desc=f"{stage['name']} epoch {epoch + 1}/{n_epochs}",
+                       disable=not progress, leave=False)
+            for idx in bar:
+                x = to_model_input(augment_batch(_stack(tr, idx), augmenter), config)
+                if x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = torch.from_numpy(tr.y[idx])
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=stage["bf16"]):
+                    logits = fn(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=stage["label_smoothing"])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            val_logits = predict_samples(net, va, config, stage["method"], bf16=stage["bf16"])
+            val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(va.y)))
+            score = _val_score(va.y, val_logits)
+            score_key = score if not math.isnan(score) else -val_loss
+            row = {"stage": stage["name"], "epoch": epoch + 1, "train_loss": round(total / len(tr), 4),
+                   "val_loss": round(val_loss, 4), "val_auc": round(score, 4), "seconds": round(time.time() - t0, 1)}
+            history.append(row)
+            log.warning("%s", row) if not progress else tqdm.write(str(row))
+            if score_key > best:
+                best, best_state, waited = score_key, copy.deepcopy(net.state_dict()), 0
+            else:
+                waited += 1
+                if waited >= stage["patience"]:
+                    break
+        net.load_state_dict(best_state)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    net.eval()
+    last = stages_of(config)[-1]
+    card = _card(net, config, cache_val[last["unit"]], last, seed, name, history, time.time() - start, data_description)
+    if out_dir is not None:
+        save_checkpoint(net, card, out_dir)
+    return TrainResult(net=net, card=card, history=history, out_dir=Path(out_dir) if out_dir else None)
+
+
+def _card(net, config, val: SampleSet, stage: dict, seed: int, name: str | None, history: list[dict],
+          seconds: float, data_description: dict | None) -> dict:
+    logits = predict_samples(net, val, config, stage["method"], bf16=stage["bf16"])
+    scaler = TemperatureScaler().fit(logits, val.y)
+    probs = scaler.transform(logits)
+    if probs.shape[1] == 2:
+        val_metrics = binary_metrics(val.y, probs[:, 1], 0.5)
+    else:
+        val_metrics = {k: v for k, v in multiclass_metrics(val.y, probs, list(config.classes)).items()
+                       if not isinstance(v, (dict, list))}
+    return make_card(
+        config, name or f"{config.name}-seed{seed}",
+        temperature=round(float(scaler.temperature_), 4),
+        threshold=0.5,
+        training={"seed": seed, "seconds": round(seconds, 1), "epochs_run": len(history),
+                  "stages": [{k: v for k, v in s.items()} for s in stages_of(config)],
+                  "data": data_description or {}, "history": history},
+        metrics={"val": {"level": "sample", "n": int(len(val)),
+                         **{k: (None if isinstance(v, float) and math.isnan(v) else round(float(v), 4))
+                            for k, v in val_metrics.items()}}},
+    )
