@@ -1,0 +1,128 @@
+"""Intensity transforms: HU windows, 8-bit rendering, top-percent clip, CLAHE, ImageNet normalisation.
+
+HU steps (windows) only apply to ``"hu"`` studies; ``"8bit"`` studies are used as they are,
+never pushed through a fake HU conversion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
+from monai.utils import convert_to_numpy
+from skimage.exposure import equalize_adapthist
+
+from chestdx.errors import ChestDxError
+from chestdx.io.study import Study
+
+WINDOWS: dict[str, tuple[float, float]] = {"lung": (-600.0, 1500.0), "mediastinal": (40.0, 400.0)}
+"""HU window presets as ``(center, width)``."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def window_bounds(window: str) -> tuple[float, float]:
+    """HU range ``(low, high)`` of a window preset.
+
+    Args:
+        window: a key of ``WINDOWS``.
+
+    Returns:
+        ``(center - width / 2, center + width / 2)``.
+    """
+    if window not in WINDOWS:
+        raise ChestDxError(f"unknown HU window {window!r}: use one of {sorted(WINDOWS)}")
+    center, width = WINDOWS[window]
+    return center - width / 2, center + width / 2
+
+
+def apply_window(hu: np.ndarray, window: str = "lung") -> np.ndarray:
+    """Map Hounsfield units through a window preset to 0-1 (clipped).
+
+    Args:
+        hu: array of HU values, any shape.
+        window: ``"lung"`` (-600/1500) or ``"mediastinal"`` (40/400).
+
+    Returns:
+        float32 array of the same shape in 0..1.
+
+    Example:
+        >>> apply_window(np.array([-1350.0, -600.0, 150.0]))  # lung window
+        array([0. , 0.5, 1. ], dtype=float32)
+    """
+    low, high = window_bounds(window)
+    scale = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    return convert_to_numpy(scale(np.asarray(hu, dtype=np.float32))).astype(np.float32, copy=False)
+
+
+def render_8bit(study: Study, window: str = "lung") -> np.ndarray:
+    """The study's slices as 8-bit images, as a person would view them.
+
+    Args:
+        study: the study; ``"hu"`` pixels go through ``window``, ``"8bit"`` pixels are
+            returned as they are (rounded and clipped to 0..255, no HU step).
+        window: HU window preset, ignored for ``"8bit"`` studies.
+
+    Returns:
+        uint8 array ``(z, y, x)``.
+    """
+    if study.intensity == "hu":
+        return np.rint(apply_window(study.pixels, window) * 255.0).astype(np.uint8)
+    return np.clip(np.rint(study.pixels), 0, 255).astype(np.uint8)
+
+
+def clip_top_percent(img: np.ndarray, percent: float = 0.5) -> np.ndarray:
+    """ai-corona's intensity step: clip the brightest ``percent`` % of each slice, rescale to 0-255.
+
+    Each slice is scaled from its minimum to its ``100 - percent`` percentile.
+
+    Args:
+        img: one slice ``(h, w)`` or slices ``(n, h, w)``, any numeric type.
+        percent: share of the brightest intensities clipped, in percent.
+
+    Returns:
+        float32 array of the same shape in 0..255.
+    """
+    arr = np.asarray(img, dtype=np.float32)
+    stack = arr[None] if arr.ndim == 2 else arr
+    scale = ScaleIntensityRangePercentiles(lower=0.0, upper=100.0 - percent, b_min=0.0, b_max=255.0, clip=True, channel_wise=True)
+    out = convert_to_numpy(scale(stack)).astype(np.float32, copy=False)
+    return out[0] if arr.ndim == 2 else out
+
+
+def clahe(img_uint8: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (Kara et al.), slice by slice.
+
+    Args:
+        img_uint8: one slice ``(h, w)`` or slices ``(n, h, w)``, 0..255.
+        clip_limit: scikit-image's normalised clip limit (0..1; higher = more contrast).
+
+    Returns:
+        uint8 array of the same shape.
+    """
+    arr = np.asarray(img_uint8)
+    stack = arr[None] if arr.ndim == 2 else arr
+    out = np.empty(stack.shape, dtype=np.uint8)
+    for i, image in enumerate(stack):
+        equalised = equalize_adapthist(image.astype(np.uint8), clip_limit=clip_limit)
+        out[i] = np.rint(equalised * 255.0).astype(np.uint8)
+    return out[0] if arr.ndim == 2 else out
+
+
+def imagenet_normalise(x01: np.ndarray) -> np.ndarray:
+    """Normalise 0-1 images with ImageNet's channel mean and standard deviation.
+
+    Args:
+        x01: float array ``(n, 3, h, w)`` in 0..1; ``(n, 1, h, w)`` grey images use the
+            mean of the three channels' statistics.
+
+    Returns:
+        float32 array of the same shape: ``(x - mean[c]) / std[c]``.
+    """
+    x = np.asarray(x01, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"imagenet_normalise expects (n, 3, h, w) or (n, 1, h, w), got {x.shape}")
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if x.shape[1] == 3 else ((float(np.mean(IMAGENET_MEAN)),), (float(np.mean(IMAGENET_STD)),))
+    normalise = NormalizeIntensity(subtrahend=mean, divisor=std, channel_wise=True)
+    channels_first = np.ascontiguousarray(x.swapaxes(0, 1))  # MONAI wants the channel axis first
+    return np.ascontiguousarray(convert_to_numpy(normalise(channels_first)).swapaxes(0, 1), dtype=np.float32)
