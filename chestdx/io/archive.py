@@ -1,0 +1,85 @@
+"""Safe extraction of a zipped study into a temporary folder that is removed afterwards."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from chestdx.errors import ChestDxError
+
+_CHUNK = 1 << 20
+
+
+def check_zip(zf: zipfile.ZipFile, name: str, *, max_bytes: int, max_files: int) -> list[zipfile.ZipInfo]:
+    """Check a zip's directory before anything is extracted.
+
+    Refuses members with absolute paths or ``..`` parts (zip-slip), more than
+    ``max_files`` members, or more than ``max_bytes`` declared uncompressed bytes
+    (zip bombs).
+
+    Args:
+        zf: the open zip file.
+        name: the zip's name for messages.
+        max_bytes: largest total uncompressed size accepted.
+        max_files: largest number of members accepted.
+
+    Returns:
+        The file members (folders left out).
+    """
+    members = [m for m in zf.infolist() if not m.is_dir()]
+    if len(members) > max_files:
+        raise ChestDxError(f"{name} holds {len(members)} files, more than the limit of {max_files}: "
+                           "zip one study at a time, or raise max_files if this is expected")
+    total = sum(m.file_size for m in members)
+    if total > max_bytes:
+        raise ChestDxError(f"{name} would unpack to {total / 2**30:.2f} GiB, more than the limit of "
+                           f"{max_bytes / 2**30:.2f} GiB: zip one study at a time, or raise max_bytes if this is expected")
+    for member in zf.infolist():
+        posix, windows = PurePosixPath(member.filename), PureWindowsPath(member.filename)
+        if posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:
+            raise ChestDxError(f"{name} contains the unsafe path {member.filename!r} (absolute or with '..'): "
+                               "refusing to unpack it; re-create the zip with relative paths")
+    return members
+
+
+@contextmanager
+def extracted_zip(path: Path, *, max_bytes: int, max_files: int) -> Iterator[Path]:
+    """Unpack a zip into a temporary folder, checked first, removed on exit.
+
+    Bytes are counted while unpacking too, so a zip whose directory understates its
+    sizes is stopped at ``max_bytes``.
+
+    Args:
+        path: the ``.zip`` file.
+        max_bytes: largest total uncompressed size accepted.
+        max_files: largest number of members accepted.
+
+    Yields:
+        The temporary folder holding the members.
+    """
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ChestDxError(f"{path.name} is not a readable zip file ({exc}): check the file or unzip it yourself") from exc
+    with zf, tempfile.TemporaryDirectory(prefix="chestdx-zip-") as tmp:
+        root = Path(tmp)
+        written = 0
+        for member in check_zip(zf, path.name, max_bytes=max_bytes, max_files=max_files):
+            target = root.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
+            if not target.resolve().is_relative_to(root.resolve()):
+                raise ChestDxError(f"{path.name} contains the unsafe path {member.filename!r}: refusing to unpack it")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(member) as src, open(target, "wb") as dst:
+                    while chunk := src.read(_CHUNK):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise ChestDxError(f"{path.name} unpacks to more than {max_bytes / 2**30:.2f} GiB: refusing it")
+                        dst.write(chunk)
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+                raise ChestDxError(f"cannot unpack {member.filename!r} from {path.name} ({exc}): the zip is damaged "
+                                   "or encrypted; unzip it yourself and point chestdx at the folder") from exc
+        yield root

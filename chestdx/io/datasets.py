@@ -1,0 +1,350 @@
+"""Dataset adapters: list the studies of a public dataset layout as ``CaseRecord`` rows.
+
+Each adapter returns one record per study (a scan folder, a NIfTI file, an image) with
+its label and patient id, sorted by path. Where a dataset gives no patient id, the
+fallback id is ``"img:"`` + the image's path relative to the dataset root without its
+suffix, so each such image is its own group when splitting (the UCSD adapter groups the
+``N%k`` sub-images of one source figure together).
+
+Labels used: ``"covid"``, ``"pneumonia"`` (non-COVID pneumonia of a CT dataset),
+``"other-pneumonia"`` (ieee8023 X-ray), ``"non-covid"`` (UCSD), ``"normal"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from chestdx.errors import ChestDxError
+from chestdx.io.images import IMAGE_SUFFIXES, natural_key
+from chestdx.io.load import DICOM_SUFFIXES
+from chestdx.io.nifti import is_nifti
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One study of a dataset.
+
+    Args:
+        path: what ``load_study`` reads (a folder, a NIfTI file or an image).
+        label: class name.
+        patient_id: never empty; a dataset's own id, or an ``"img:..."`` fallback.
+        group: extra grouping (e.g. MosMedData severity ``"CT-2"``), or None.
+        split: the dataset's official split (``"train"``, ``"val"``, ``"test"``), or None.
+    """
+
+    path: Path
+    label: str
+    patient_id: str
+    group: str | None = None
+    split: str | None = None
+
+
+def fallback_patient_id(path: Path, root: Path) -> str:
+    """Returns: ``"img:"`` + the path relative to ``root`` without suffixes (used when a dataset has no patient id)."""
+    relative = path.relative_to(root).as_posix()
+    return "img:" + re.sub(r"(\.nii)?\.[A-Za-z0-9]+$", "", relative)
+
+
+def _require_dir(root: Path, what: str) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ChestDxError(f"{root} is not a folder: give the root folder of the {what} dataset")
+    return root
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+
+
+def _is_study_file(path: Path) -> bool:
+    lower = path.name.lower()
+    return path.is_file() and not path.name.startswith(".") and (
+        lower.endswith(IMAGE_SUFFIXES) or lower.endswith(DICOM_SUFFIXES) or is_nifti(path) or lower.endswith(".zip"))
+
+
+def folder_per_class(root) -> list[CaseRecord]:
+    """One sub-folder per class; each file (image, DICOM, NIfTI, zip) or sub-folder in it is one study.
+
+    Args:
+        root: folder holding ``CLASS/STUDY`` entries.
+
+    Returns:
+        Records labelled with the class folder's name; patient id = the fallback id
+        (each study its own patient).
+    """
+    root = _require_dir(root, "folder-per-class")
+    records = []
+    for class_dir in _subdirs(root):
+        for entry in sorted(class_dir.iterdir(), key=natural_key):
+            if (entry.is_dir() and not entry.name.startswith(".")) or _is_study_file(entry):
+                records.append(CaseRecord(entry, class_dir.name, fallback_patient_id(entry, root)))
+    return records
+
+
+def _read_split_files(root: Path, classes: dict[str, str]) -> dict[tuple[str, str], str]:
+    """Map (class folder, file name) to the official split from ``splits/{split}_{CLASS}.txt``."""
+    splits = {}
+    for split in SPLITS:
+        for tag, folder in classes.items():
+            split_file = root / "splits" / f"{split}_{tag}.txt"
+            if not split_file.is_file():
+                continue
+            for line in split_file.read_text().splitlines():
+                if line.strip():
+                    splits[(folder, line.strip())] = split
+    return splits
+
+
+def ucsd_covid_ct(root) -> list[CaseRecord]:
+    """UCSD COVID-CT: ``images/CT_COVID`` and ``images/CT_NonCOVID`` slices.
+
+    Split from the official ``splits/{train,val,test}_{COVID,NonCOVID}.txt``; patient id
+    from ``covid_meta.csv`` (matched by file name, or by name without suffix) for COVID
+    images. Non-COVID images have none: fallback ``img:CT_NonCOVID/<figure>``, where the
+    ``%k`` sub-images of one figure share one id.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        Records labelled ``"covid"`` / ``"non-covid"``.
+    """
+    root = _require_dir(root, "UCSD COVID-CT")
+    classes = {"COVID": "CT_COVID", "NonCOVID": "CT_NonCOVID"}
+    images = root / "images"
+    if not all((images / folder).is_dir() for folder in classes.values()):
+        raise ChestDxError(f"{root} does not have the UCSD COVID-CT layout (images/CT_COVID, images/CT_NonCOVID)")
+    patients = {}
+    meta = root / "covid_meta.csv"
+    if meta.is_file():
+        with open(meta, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                name, patient = (row.get("file_name") or "").strip(), (row.get("patient_id") or "").strip()
+                if name and patient:
+                    patients[name] = patient
+    splits = _read_split_files(root, classes)
+    records, seen = [], set()
+    for tag, folder in classes.items():
+        label = "covid" if tag == "COVID" else "non-covid"
+        for path in sorted((images / folder).iterdir(), key=natural_key):
+            if not path.name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            seen.add((folder, path.name))
+            patient = patients.get(path.name) or patients.get(path.stem)
+            if not patient:
+                patient = "img:" + folder + "/" + path.stem.split("%")[0]
+            records.append(CaseRecord(path, label, patient, split=splits.get((folder, path.name))))
+    missing = sorted(set(splits) - seen)
+    if missing:
+        raise ChestDxError(f"{len(missing)} file(s) named in {root / 'splits'} are not in images/ (e.g. "
+                           f"{missing[0][0]}/{missing[0][1]}): the copy of the dataset is incomplete")
+    return records
+
+
+CC_CCII_LABELS = {"NCP": "covid", "CP": "pneumonia", "Normal": "normal"}
+
+
+def cc_ccii(root) -> list[CaseRecord]:
+    """CC-CCII: ``CLASS/PATIENT/SCAN/NNNN.png`` with CLASS NCP (COVID-19), CP (other pneumonia), Normal.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        One record per scan folder; patient id ``CLASS/PATIENT``.
+    """
+    root = _require_dir(root, "CC-CCII")
+    records = []
+    for class_dir in _subdirs(root):
+        label = CC_CCII_LABELS.get(class_dir.name)
+        if label is None:
+            log.warning("CC-CCII: skipped folder %s (classes are %s)", class_dir.name, ", ".join(CC_CCII_LABELS))
+            continue
+        for patient_dir in _subdirs(class_dir):
+            for scan_dir in _subdirs(patient_dir):
+                records.append(CaseRecord(scan_dir, label, f"{class_dir.name}/{patient_dir.name}"))
+    return records
+
+
+def mosmeddata(root) -> list[CaseRecord]:
+    """MosMedData: ``CT-0`` ... ``CT-4`` folders of NIfTI studies (also under ``studies/``).
+
+    CT-0 is normal, CT-1..CT-4 COVID-19 of rising severity (kept in ``group``). Each
+    study is one patient; patient id = the study file name without suffix.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        Records labelled ``"normal"`` / ``"covid"``.
+    """
+    root = _require_dir(root, "MosMedData")
+    base = root / "studies" if (root / "studies").is_dir() else root
+    records = []
+    for k in range(5):
+        folder = base / f"CT-{k}"
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir(), key=natural_key):
+            if is_nifti(path):
+                stem = re.sub(r"\.nii(\.gz)?$", "", path.name, flags=re.IGNORECASE)
+                records.append(CaseRecord(path, "normal" if k == 0 else "covid", f"mosmed:{stem}", group=f"CT-{k}"))
+    return records
+
+
+COVID_CT_MD_LABELS = {"COVID-19 subjects": "covid", "Cap subjects": "pneumonia", "Normal subjects": "normal"}
+
+
+def covid_ct_md(root) -> list[CaseRecord]:
+    """COVID-CT-MD: class folders ``COVID-19 subjects``, ``Cap subjects``, ``Normal subjects``, one DICOM series per patient folder.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        One record per patient folder; patient id ``CLASS FOLDER/PATIENT``.
+    """
+    root = _require_dir(root, "COVID-CT-MD")
+    records = []
+    for folder, label in COVID_CT_MD_LABELS.items():
+        class_dir = root / folder
+        if class_dir.is_dir():
+            records.extend(CaseRecord(p, label, f"{folder}/{p.name}") for p in _subdirs(class_dir))
+    return records
+
+
+def ieee8023_label(finding: str) -> str | None:
+    """Map an ieee8023 ``finding`` to a label.
+
+    Args:
+        finding: e.g. ``"COVID-19"``, ``"COVID-19, ARDS"``, ``"SARS"``, ``"No Finding"``.
+
+    Returns:
+        ``"covid"``, ``"normal"``, ``"other-pneumonia"`` (any other infection or ARDS), or
+        None for an unknown / pending finding.
+    """
+    text = finding.strip()
+    if not text or text.lower() in ("todo", "unknown"):
+        return None
+    if "covid-19" in text.lower():
+        return "covid"
+    if text.lower() == "no finding":
+        return "normal"
+    return "other-pneumonia"
+
+
+def ieee8023_xray(root) -> list[CaseRecord]:
+    """ieee8023 COVID-19 image data collection: ``metadata.csv`` and ``images/``.
+
+    Keeps frontal views only (PA, AP, AP Supine, AP semi erect). Findings with "COVID-19"
+    -> covid, "No Finding" -> normal, other infections / ARDS -> other-pneumonia.
+
+    Args:
+        root: the folder holding ``metadata.csv`` and ``images/``.
+
+    Returns:
+        One record per image; patient id ``ieee8023:<patient_id>``.
+    """
+    root = _require_dir(root, "ieee8023 X-ray")
+    meta = root / "metadata.csv"
+    if not meta.is_file():
+        raise ChestDxError(f"{meta} not found: give the folder holding metadata.csv and images/")
+    records, missing = [], []
+    with open(meta, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            view = (row.get("view") or "").strip().upper()
+            label = ieee8023_label(row.get("finding") or "")
+            if not view.startswith(("PA", "AP")) or label is None:
+                continue
+            path = root / "images" / (row.get("filename") or row.get("image") or "").strip()
+            if not path.is_file():
+                missing.append(path.name)
+                continue
+            patient = (row.get("patient_id") or row.get("patientid") or "").strip()
+            records.append(CaseRecord(path, label, f"ieee8023:{patient}" if patient else fallback_patient_id(path, root)))
+    if missing:
+        log.warning("ieee8023: %d image(s) listed in metadata.csv are missing (e.g. %s)", len(missing), missing[0])
+    return sorted(records, key=lambda r: r.path)
+
+
+def sirm_volumes(root) -> list[CaseRecord]:
+    """SIRM / Inf-Net COVID-19 CT volumes: one folder of ordered JPG slices per scan, all COVID-19.
+
+    Radiopaedia scans of one case (``...-pneumonia-29_86490_1-dcm`` and
+    ``...-pneumonia-29_86491_1-dcm``) share a patient id (``radiopaedia:29``).
+
+    Args:
+        root: the folder of scan folders.
+
+    Returns:
+        Records labelled ``"covid"``.
+    """
+    root = _require_dir(root, "SIRM COVID-19 CT volumes")
+    records = []
+    for folder in _subdirs(root):
+        case = re.match(r"radiopaedia_org_.*?-(\d+)_\d+_\d+-dcm$", folder.name)
+        patient = f"radiopaedia:{case.group(1)}" if case else folder.name
+        records.append(CaseRecord(folder, "covid", patient))
+    return records
+
+
+def dre_net_demo(root) -> list[CaseRecord]:
+    """DRE-Net demo: ``personNNN_COVID19`` / ``personNNN_non-COVID19`` folders of slices.
+
+    Args:
+        root: the folder of person folders.
+
+    Returns:
+        Records labelled ``"covid"`` / ``"pneumonia"`` (the non-COVID cases are bacterial pneumonia).
+    """
+    root = _require_dir(root, "DRE-Net demo")
+    records = []
+    for folder in _subdirs(root):
+        match = re.match(r"(person\d+)_(non-)?COVID-?19$", folder.name, flags=re.IGNORECASE)
+        if match:
+            records.append(CaseRecord(folder, "pneumonia" if match.group(2) else "covid", match.group(1)))
+    return records
+
+
+ADAPTERS: dict[str, Callable[[Path], list[CaseRecord]]] = {
+    "folder": folder_per_class,
+    "ucsd": ucsd_covid_ct,
+    "cc-ccii": cc_ccii,
+    "mosmed": mosmeddata,
+    "covid-ct-md": covid_ct_md,
+    "ieee8023": ieee8023_xray,
+    "sirm": sirm_volumes,
+    "dre-net-demo": dre_net_demo,
+}
+
+
+def load_dataset(spec: str) -> list[CaseRecord]:
+    """List a dataset from a ``"NAME:PATH"`` spec, e.g. ``"cc-ccii:/data/CC-CCII"``.
+
+    Args:
+        spec: adapter name (see ``ADAPTERS``), a colon, the dataset root.
+
+    Returns:
+        The records (never empty).
+    """
+    name, sep, path = spec.partition(":")
+    if not sep or not path:
+        raise ChestDxError(f"dataset {spec!r} should be NAME:PATH with NAME one of {', '.join(ADAPTERS)}")
+    if name not in ADAPTERS:
+        raise ChestDxError(f"unknown dataset type {name!r}: use one of {', '.join(ADAPTERS)}")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise ChestDxError(f"{root} does not exist: check the dataset path in {spec!r}")
+    records = ADAPTERS[name](root)
+    if not records:
+        raise ChestDxError(f"no studies found in {root} with the {name!r} layout: check the path and the dataset type")
+    return records

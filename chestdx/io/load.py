@@ -1,0 +1,148 @@
+"""``load_study``: one entry point for every source a user may bring."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chestdx.errors import ChestDxError
+from chestdx.io.archive import extracted_zip
+from chestdx.io.dicom import has_dicom_magic, read_dicom
+from chestdx.io.images import IMAGE_SUFFIXES, read_image_files
+from chestdx.io.nifti import is_nifti, read_nifti
+from chestdx.io.study import Study
+
+KINDS = ("xray", "ct-slice", "ct-volume")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
+# Files never taken for images (no need to open them to check for DICOM).
+_IGNORED_SUFFIXES = (".txt", ".csv", ".json", ".xml", ".md", ".html", ".pdf", ".py", ".log", ".ini", ".db", ".zip",
+                     ".gz", ".tar", ".mat", ".npy", ".npz", ".h5", ".mhd", ".raw", ".nrrd")
+
+
+@dataclass
+class _FolderContents:
+    """Files found under a folder, by type."""
+
+    dicom: list[Path] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+    nifti: list[Path] = field(default_factory=list)
+    n_files: int = 0
+
+
+def scan_folder(root: Path, *, max_files: int) -> _FolderContents:
+    """Sort the files under a folder (recursively) into DICOM, images and NIfTI.
+
+    Hidden files, ``__MACOSX`` folders and ``DICOMDIR`` are skipped. Files with a DICOM
+    suffix are DICOM candidates; files with no known suffix are DICOM when they carry
+    the ``DICM`` preamble.
+
+    Args:
+        root: the folder.
+        max_files: refuse folders holding more files than this.
+
+    Returns:
+        The files by type, each list in sorted path order.
+    """
+    found = _FolderContents()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        for filename in sorted(filenames):
+            if filename.startswith(".") or filename.upper() == "DICOMDIR":
+                continue
+            found.n_files += 1
+            if found.n_files > max_files:
+                raise ChestDxError(f"{root} holds more than {max_files} files: point chestdx at one study's folder "
+                                   "(or raise max_files if this is expected)")
+            path = Path(dirpath) / filename
+            lower = filename.lower()
+            if lower.endswith(IMAGE_SUFFIXES):
+                found.images.append(path)
+            elif is_nifti(path):
+                found.nifti.append(path)
+            elif lower.endswith(DICOM_SUFFIXES):
+                found.dicom.append(path)
+            elif not lower.endswith(_IGNORED_SUFFIXES) and has_dicom_magic(path):
+                found.dicom.append(path)
+    return found
+
+
+def _names(paths: list[Path], root: Path) -> list[str]:
+    return [str(p.relative_to(root)) for p in paths]
+
+
+def _load_folder(root: Path, *, source: str, series, kind, keep_phi, progress, max_files) -> Study:
+    found = scan_folder(root, max_files=max_files)
+    if found.n_files == 0:
+        raise ChestDxError(f"folder {source} is empty: point chestdx at a folder of DICOM files or image slices")
+    if found.dicom:
+        study = read_dicom(found.dicom, _names(found.dicom, root), series=series, kind=kind, keep_phi=keep_phi,
+                           progress=progress, source=source)
+        if found.images or found.nifti:
+            study.warnings.append(f"ignored {len(found.images) + len(found.nifti)} non-DICOM image file(s) beside the DICOM files")
+        return study
+    if found.images:
+        folders = sorted({p.parent for p in found.images})
+        if len(folders) > 1:
+            listing = ", ".join(str(f.relative_to(root)) or "." for f in folders[:5])
+            raise ChestDxError(f"{source} holds images in {len(folders)} folders ({listing}{', ...' if len(folders) > 5 else ''}): "
+                               "point chestdx at the one folder that holds the slices of one series")
+        return read_image_files(found.images, _names(found.images, root), kind=kind, progress=progress, source=source)
+    if len(found.nifti) == 1:
+        return read_nifti(found.nifti[0], kind=kind, source=source)
+    if found.nifti:
+        raise ChestDxError(f"{source} holds {len(found.nifti)} NIfTI files: point chestdx at one of them")
+    raise ChestDxError(f"{source} holds no DICOM, NIfTI or image files ({found.n_files} other file(s)): point chestdx "
+                       "at a DICOM folder or .zip, a .nii/.nii.gz file, or PNG/JPG/TIFF slices")
+
+
+def load_study(path, *, series: str | int | None = None, kind: str | None = None, keep_phi: bool = False,
+               progress: bool = True, max_bytes: int = 4 * 2**30, max_files: int = 20000) -> Study:
+    """Read a chest CT or X-ray study from whatever the user points at.
+
+    Accepts a DICOM folder (searched recursively) or a ``.zip`` of one, a ``.nii`` /
+    ``.nii.gz`` volume, a folder of 2-D slices (PNG/JPG/TIFF, ordered by the trailing
+    number in their names), a single image (a CT slice, or an X-ray with ``kind="xray"``)
+    or a single DICOM file (CR/DX are read as X-rays).
+
+    Args:
+        path: the file or folder.
+        series: SeriesInstanceUID, or index into the study's series (see
+            ``Study.other_series``), to read instead of the default choice (the axial
+            CT series with the most slices).
+        kind: force ``"xray"``, ``"ct-slice"`` or ``"ct-volume"``; None decides from the data.
+        keep_phi: keep patient name, id, birth date and other identifying tags in
+            ``Study.metadata`` (left out by default).
+        progress: show progress bars while reading many files.
+        max_bytes: largest uncompressed size of a zip.
+        max_files: largest number of files in a zip or folder.
+
+    Returns:
+        The Study.
+
+    Raises:
+        ChestDxError: the input cannot be read; the message says why and what to do.
+
+    Example:
+        >>> study = load_study("scans/patient1/")   # doctest: +SKIP
+        >>> study.kind, study.intensity, study.pixels.shape   # doctest: +SKIP
+        ('ct-volume', 'hu', (120, 512, 512))
+    """
+    if kind not in (None, *KINDS):
+        raise ChestDxError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}, or leave it unset")
+    path = Path(path).expanduser()
+    source = str(path)
+    if not path.exists():
+        raise ChestDxError(f"{source} does not exist: check the path (a DICOM folder or .zip, a NIfTI file or images)")
+    options = dict(series=series, kind=kind, keep_phi=keep_phi, progress=progress)
+    if path.is_dir():
+        return _load_folder(path, source=source, max_files=max_files, **options)
+    lower = path.name.lower()
+    if lower.endswith(".zip"):
+        with extracted_zip(path, max_bytes=max_bytes, max_files=max_files) as folder:
+            return _load_folder(folder, source=source, max_files=max_files, **options)
+    if is_nifti(path):
+        return read_nifti(path, kind=kind, source=source)
+    if lower.endswith(IMAGE_SUFFIXES):
+        return read_image_files([path], [path.name], kind=kind, progress=progress, source=source)
+    return read_dicom([path], [path.name], source=source, single_file=True, **options)
