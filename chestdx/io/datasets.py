@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chestdx.errors import ChestDxError
-from chestdx.io.images import IMAGE_SUFFIXES, natural_key
+from chestdx.io.images import IMAGE_SUFFIXES, natural_parts
 from chestdx.io.load import DICOM_SUFFIXES
 from chestdx.io.nifti import is_nifti
 
@@ -61,8 +61,12 @@ def _require_dir(root: Path, what: str) -> Path:
     return root
 
 
+def _by_name(path: Path) -> tuple:
+    return natural_parts(path.name)
+
+
 def _subdirs(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_by_name)
 
 
 def _is_study_file(path: Path) -> bool:
@@ -84,7 +88,7 @@ def folder_per_class(root) -> list[CaseRecord]:
     root = _require_dir(root, "folder-per-class")
     records = []
     for class_dir in _subdirs(root):
-        for entry in sorted(class_dir.iterdir(), key=natural_key):
+        for entry in sorted(class_dir.iterdir(), key=_by_name):
             if (entry.is_dir() and not entry.name.startswith(".")) or _is_study_file(entry):
                 records.append(CaseRecord(entry, class_dir.name, fallback_patient_id(entry, root)))
     return records
@@ -135,7 +139,7 @@ def ucsd_covid_ct(root) -> list[CaseRecord]:
     records, seen = [], set()
     for tag, folder in classes.items():
         label = "covid" if tag == "COVID" else "non-covid"
-        for path in sorted((images / folder).iterdir(), key=natural_key):
+        for path in sorted((images / folder).iterdir(), key=_by_name):
             if not path.name.lower().endswith(IMAGE_SUFFIXES):
                 continue
             seen.add((folder, path.name))
@@ -194,7 +198,7 @@ def mosmeddata(root) -> list[CaseRecord]:
         folder = base / f"CT-{k}"
         if not folder.is_dir():
             continue
-        for path in sorted(folder.iterdir(), key=natural_key):
+        for path in sorted(folder.iterdir(), key=_by_name):
             if is_nifti(path):
                 stem = re.sub(r"\.nii(\.gz)?$", "", path.name, flags=re.IGNORECASE)
                 records.append(CaseRecord(path, "normal" if k == 0 else "covid", f"mosmed:{stem}", group=f"CT-{k}"))

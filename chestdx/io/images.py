@@ -18,6 +18,11 @@ _TRAILING_NUMBER = re.compile(r"(\d+(?:\.\d+)?)$")
 _DIGITS = re.compile(r"(\d+)")
 
 
+def natural_parts(name: str) -> tuple:
+    """Returns: ``name`` split into text and integers, so that ``"a2" < "a10"``."""
+    return tuple(int(p) if p.isdigit() else p.lower() for p in _DIGITS.split(name))
+
+
 def natural_key(path: Path) -> tuple:
     """Sort key: the trailing number of the file stem first, then natural order of the name.
 
@@ -34,7 +39,7 @@ def natural_key(path: Path) -> tuple:
     for suffix in IMAGE_SUFFIXES:
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
-    parts = tuple(int(p) if p.isdigit() else p.lower() for p in _DIGITS.split(path.name))
+    parts = natural_parts(path.name)
     match = _TRAILING_NUMBER.search(stem)
     return (0, float(match.group(1)), parts) if match else (1, 0.0, parts)
 
