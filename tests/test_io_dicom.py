@@ -70,6 +70,14 @@ def test_position_beats_instance_number(series_dir, tmp_path, expected_hu):
     np.testing.assert_array_equal(load_study(folder, progress=False).pixels, expected_hu)
 
 
+def test_slice_order_runs_feet_to_head_whatever_the_row_direction(series_dir, tmp_path, expected_hu):
+    folder = _copy(series_dir, tmp_path / "flipped")
+    _rewrite(folder, lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, -1, 0]))  # normal points to the feet
+    study = load_study(folder, progress=False)
+    np.testing.assert_array_equal(study.pixels, expected_hu)
+    np.testing.assert_allclose(study.slice_positions, -300.0 + 2.5 * np.arange(N))
+
+
 def test_instance_number_fallback_without_positions(series_dir, tmp_path, expected_hu):
     folder = _copy(series_dir, tmp_path / "nopos")
     _rewrite(folder, lambda ds: delattr(ds, "ImagePositionPatient"))
@@ -78,6 +86,23 @@ def test_instance_number_fallback_without_positions(series_dir, tmp_path, expect
     assert study.slice_positions is None
     assert any("InstanceNumber" in w for w in study.warnings)
     assert study.spacing[0] == 2.5  # from SliceThickness
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # raised by this test's writing, not the reader
+def test_non_standard_uid_and_missing_optional_tags(series_dir, tmp_path, expected_hu):
+    folder = _copy(series_dir, tmp_path / "odd")
+
+    def strip(ds):
+        ds.SeriesInstanceUID = "series-one"
+        for tag in ("Modality", "SliceThickness", "KVP", "BodyPartExamined", "StudyDate", "InstanceNumber"):
+            delattr(ds, tag)
+
+    _rewrite(folder, strip)
+    study = load_study(folder, progress=False)
+    np.testing.assert_array_equal(study.pixels, expected_hu)
+    assert study.series_uid == "series-one" and study.modality == "CT"
+    assert any("'series-one' is not a valid DICOM UID" in w for w in study.warnings)
+    assert any("inferred CT" in w for w in study.warnings)
 
 
 def test_rescale_intercept_minus_8192(series_dir, tmp_path, expected_hu):

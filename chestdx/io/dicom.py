@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import warnings as pywarnings
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -83,7 +86,11 @@ class _Header:
         row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
         normal = np.cross(row, col)
         norm = np.linalg.norm(normal)
-        return normal / norm if norm > 0 else None
+        if norm == 0:
+            return None
+        normal = normal / norm
+        # main component positive: ascending positions run feet -> head (axial), right -> left, front -> back
+        return -normal if normal[np.argmax(np.abs(normal))] < 0 else normal
 
 
 @dataclass
@@ -151,9 +158,7 @@ def read_headers(paths: list[Path], names: list[str], *, progress: bool) -> tupl
     for path, name in tqdm(list(zip(paths, names)), desc="reading DICOM headers", unit="file",
                            disable=not progress or len(paths) < 2, leave=False):
         try:
-            with pywarnings.catch_warnings():
-                pywarnings.simplefilter("ignore")
-                ds = pydicom.dcmread(path, stop_before_pixels=True, force=not _has_preamble(path))
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not _has_preamble(path))
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
             unreadable.append(name)
             continue
@@ -416,9 +421,7 @@ def transfer_syntax_name(ds: Dataset) -> str:
 
 def _read_full(header: _Header) -> Dataset:
     try:
-        with pywarnings.catch_warnings():
-            pywarnings.simplefilter("ignore")
-            return pydicom.dcmread(header.path, force=not _has_preamble(header.path))
+        return pydicom.dcmread(header.path, force=not _has_preamble(header.path))
     except Exception as exc:  # pydicom raises many types on damaged files
         raise ChestDxError(f"cannot read DICOM file {header.name} ({exc}): the file is damaged or truncated; "
                            "re-export the series or remove that file") from exc
@@ -426,9 +429,7 @@ def _read_full(header: _Header) -> Dataset:
 
 def _pixels(ds: Dataset, name: str) -> np.ndarray:
     try:
-        with pywarnings.catch_warnings():
-            pywarnings.simplefilter("ignore")
-            return ds.pixel_array
+        return ds.pixel_array
     except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError ...
         raise ChestDxError(f"cannot decode the pixels of {name} (transfer syntax {transfer_syntax_name(ds) or '?'}): {exc}. The file may be "
                            "truncated, or compressed in a way the installed decoders (pylibjpeg) do not handle; "
@@ -570,6 +571,19 @@ def read_xray(series: _Series, *, keep_phi: bool, warnings: list[str], source: s
                  None, deidentified_metadata(ds, keep_phi), warnings)
 
 
+@contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's value-validation warnings while reading; chestdx reports what matters itself."""
+    mode = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        with pywarnings.catch_warnings():
+            pywarnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = mode
+
+
 def read_dicom(paths: list[Path], names: list[str], *, series: str | int | None, kind: str | None, keep_phi: bool,
                progress: bool, source: str, single_file: bool = False) -> Study:
     """Read DICOM files (one file, a folder's or a zip's) into a Study.
@@ -587,28 +601,29 @@ def read_dicom(paths: list[Path], names: list[str], *, series: str | int | None,
     Returns:
         The Study.
     """
-    warnings: list[str] = []
-    headers, unreadable, non_image = read_headers(paths, names, progress=progress)
-    if single_file and unreadable:
-        raise ChestDxError(f"{names[0]} is not a readable DICOM file (not DICOM, or truncated): check the file, "
-                           "or re-export it from the PACS/viewer")
-    if not headers:
-        detail = f"{len(unreadable)} unreadable (e.g. {unreadable[0]})" if unreadable else ""
-        detail += f"{', ' if detail else ''}{len(non_image)} without an image (e.g. {non_image[0]})" if non_image else ""
-        raise ChestDxError(f"no readable DICOM image in {source} ({detail}): the files are not DICOM images or are "
-                           "damaged; point chestdx at a folder of CT slices or an X-ray file")
-    if unreadable:
-        warnings.append(f"skipped {len(unreadable)} file(s) that are not readable DICOM (e.g. {unreadable[0]})")
-    if non_image:
-        warnings.append(f"skipped {len(non_image)} DICOM object(s) without an image (e.g. {non_image[0]})")
-    candidates, localizers = group_series(headers, warnings)
-    if not candidates:
-        raise ChestDxError(f"{source} holds only localizer/scout images: point chestdx at the axial CT series")
-    chosen = pick_series(candidates, series, warnings)
-    others = [s.describe(i) for i, s in enumerate(candidates) if s is not chosen]
-    if kind == "xray" or (kind is None and chosen.modality in XRAY_MODALITIES):
-        study = read_xray(chosen, keep_phi=keep_phi, warnings=warnings, source=source)
-    else:
-        study = read_ct(chosen, kind=kind, keep_phi=keep_phi, progress=progress, warnings=warnings, source=source)
-    study.other_series = others
-    return study
+    with _quiet_pydicom():
+        warnings: list[str] = []
+        headers, unreadable, non_image = read_headers(paths, names, progress=progress)
+        if single_file and unreadable:
+            raise ChestDxError(f"{names[0]} is not a readable DICOM file (not DICOM, or truncated): check the file, "
+                               "or re-export it from the PACS/viewer")
+        if not headers:
+            detail = f"{len(unreadable)} unreadable (e.g. {unreadable[0]})" if unreadable else ""
+            detail += f"{', ' if detail else ''}{len(non_image)} without an image (e.g. {non_image[0]})" if non_image else ""
+            raise ChestDxError(f"no readable DICOM image in {source} ({detail}): the files are not DICOM images or are "
+                               "damaged; point chestdx at a folder of CT slices or an X-ray file")
+        if unreadable:
+            warnings.append(f"skipped {len(unreadable)} file(s) that are not readable DICOM (e.g. {unreadable[0]})")
+        if non_image:
+            warnings.append(f"skipped {len(non_image)} DICOM object(s) without an image (e.g. {non_image[0]})")
+        candidates, _ = group_series(headers, warnings)
+        if not candidates:
+            raise ChestDxError(f"{source} holds only localizer/scout images: point chestdx at the axial CT series")
+        chosen = pick_series(candidates, series, warnings)
+        others = [s.describe(i) for i, s in enumerate(candidates) if s is not chosen]
+        if kind == "xray" or (kind is None and chosen.modality in XRAY_MODALITIES):
+            study = read_xray(chosen, keep_phi=keep_phi, warnings=warnings, source=source)
+        else:
+            study = read_ct(chosen, kind=kind, keep_phi=keep_phi, progress=progress, warnings=warnings, source=source)
+        study.other_series = others
+        return study

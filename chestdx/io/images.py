@@ -77,6 +77,15 @@ def _stack_cropped(slices: list[np.ndarray], names: list[str], source: str, warn
     Series exported as per-slice crops of the lungs (e.g. the SIRM/Inf-Net volumes) vary by
     a few dozen pixels; sizes differing by more than a factor of 2 on a side mean
     unrelated images and are refused.
+
+    Args:
+        slices: 2-D images in slice order.
+        names: their names for messages.
+        source: the path the user gave.
+        warnings: list that receives a warning when slices were padded.
+
+    Returns:
+        The ``(z, y, x)`` stack.
     """
     shapes = np.array([s.shape for s in slices])
     if (shapes == shapes[0]).all():
@@ -86,7 +95,7 @@ def _stack_cropped(slices: list[np.ndarray], names: list[str], source: str, warn
         small, large = int(shapes.prod(axis=1).argmin()), int(shapes.prod(axis=1).argmax())
         raise ChestDxError(f"images of different sizes in {source}: {names[small]} is {shapes[small][1]}x{shapes[small][0]}, "
                            f"{names[large]} is {shapes[large][1]}x{shapes[large][0]}; the slices of one series must have "
-                           "one size (point at a folder holding one series)")
+                           "one size (point at a folder holding one series, or at one image)")
     warnings.append(f"slices have {len({tuple(s) for s in shapes})} different sizes (from {low[1]}x{low[0]} to "
                     f"{high[1]}x{high[0]}, cropped per slice?): each padded with 0, centred, to {high[1]}x{high[0]}")
     padded = []
@@ -101,7 +110,8 @@ def read_image_files(paths: list[Path], names: list[str], *, kind: str | None, p
 
     Slices are sorted by the trailing number of their file names (there are no positions
     in plain images). 16-bit images are rescaled to 0-255 over the whole set by min/max;
-    colour images are converted to grey.
+    colour images are converted to grey. Empty (0-byte) files are skipped with a warning;
+    slices cropped to slightly different sizes are padded (see ``_stack_cropped``).
 
     Args:
         paths: image files (one, or the slices of one series).

@@ -31,7 +31,8 @@ class Study:
             reader was asked to keep them).
         warnings: human-readable warnings collected while reading.
         other_series: short descriptions (dicts with ``uid``, ``n_slices``,
-            ``description``, ``modality``) of the series found but not chosen.
+            ``description``, ``modality``, and ``index``: the value to pass as
+            ``load_study(..., series=index)``) of the series found but not chosen.
     """
 
     pixels: np.ndarray
