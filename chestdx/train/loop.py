@@ -93,6 +93,21 @@ def apply_freeze(net: torch.nn.Module, stage: dict) -> list[torch.nn.Parameter]:
     return [p for p in net.parameters() if p.requires_grad]
 
 
+def hold_frozen_norms(net: torch.nn.Module) -> None:
+    """Put batch-norm layers whose parameters are all frozen in eval mode.
+
+    Frozen means frozen: their running mean and variance must not drift either.
+
+    Args:
+        net: the network, already in training mode.
+    """
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
 def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for i in range(0, n, batch_size):
@@ -195,6 +210,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
         best, best_state, waited = -math.inf, copy.deepcopy(net.state_dict()), 0
         for epoch in range(n_epochs):
             net.train()
+            hold_frozen_norms(net)
             t0, total = time.time(), 0.0
             bar = tqdm(list(_batches(len(tr), bs, rng)), desc=f"{stage['name']} epoch {epoch + 1}/{n_epochs}",
                        disable=not progress, leave=False)
