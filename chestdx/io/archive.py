@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from tqdm.auto import tqdm
+
 from chestdx.errors import ChestDxError
 
 _CHUNK = 1 << 20
@@ -46,7 +48,7 @@ def check_zip(zf: zipfile.ZipFile, name: str, *, max_bytes: int, max_files: int)
 
 
 @contextmanager
-def extracted_zip(path: Path, *, max_bytes: int, max_files: int) -> Iterator[Path]:
+def extracted_zip(path: Path, *, max_bytes: int, max_files: int, progress: bool = False) -> Iterator[Path]:
     """Unpack a zip into a temporary folder, checked first, removed on exit.
 
     Bytes are counted while unpacking too, so a zip whose directory understates its
@@ -56,6 +58,7 @@ def extracted_zip(path: Path, *, max_bytes: int, max_files: int) -> Iterator[Pat
         path: the ``.zip`` file.
         max_bytes: largest total uncompressed size accepted.
         max_files: largest number of members accepted.
+        progress: show a progress bar.
 
     Yields:
         The temporary folder holding the members.
@@ -67,7 +70,8 @@ def extracted_zip(path: Path, *, max_bytes: int, max_files: int) -> Iterator[Pat
     with zf, tempfile.TemporaryDirectory(prefix="chestdx-zip-") as tmp:
         root = Path(tmp)
         written = 0
-        for member in check_zip(zf, path.name, max_bytes=max_bytes, max_files=max_files):
+        members = check_zip(zf, path.name, max_bytes=max_bytes, max_files=max_files)
+        for member in tqdm(members, desc="unpacking", unit="file", disable=not progress or len(members) < 2, leave=False):
             target = root.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
             if not target.resolve().is_relative_to(root.resolve()):
                 raise ChestDxError(f"{path.name} contains the unsafe path {member.filename!r}: refusing to unpack it")

@@ -139,7 +139,7 @@ def load_study(path, *, series: str | int | None = None, kind: str | None = None
         return _load_folder(path, source=source, max_files=max_files, **options)
     lower = path.name.lower()
     if lower.endswith(".zip"):
-        with extracted_zip(path, max_bytes=max_bytes, max_files=max_files) as folder:
+        with extracted_zip(path, max_bytes=max_bytes, max_files=max_files, progress=progress) as folder:
             return _load_folder(folder, source=source, max_files=max_files, **options)
     if is_nifti(path):
         return read_nifti(path, kind=kind, source=source)
