@@ -7,7 +7,8 @@ suffix, so each such image is its own group when splitting (the UCSD adapter gro
 ``N%k`` sub-images of one source figure together).
 
 Labels used: ``"covid"``, ``"pneumonia"`` (non-COVID pneumonia of a CT dataset),
-``"other-pneumonia"`` (ieee8023 X-ray), ``"non-covid"`` (UCSD), ``"normal"``.
+``"other-pneumonia"`` (ieee8023 X-ray), ``"non-covid"`` (UCSD), ``"normal"``,
+``"disease"`` (NIH ChestX-ray14: any finding); ``csv_list`` keeps the CSV's own labels.
 """
 
 from __future__ import annotations
@@ -319,6 +320,97 @@ def dre_net_demo(root) -> list[CaseRecord]:
     return records
 
 
+NIH_FRONTAL_VIEWS = ("PA", "AP")
+
+
+def _nih_entry_file(root: Path) -> Path:
+    """Returns: the ``Data_Entry_2017*.csv`` of an NIH ChestX-ray14 copy."""
+    found = sorted(root.glob("Data_Entry_2017*.csv"))
+    if not found:
+        raise ChestDxError(f"{root} holds no Data_Entry_2017.csv: give the NIH ChestX-ray14 folder that holds it "
+                           "and the images*/ folders")
+    return found[0]
+
+
+def nih_chestxray14(root) -> list[CaseRecord]:
+    """NIH ChestX-ray14: ``Data_Entry_2017.csv`` and the images in ``images*/`` folders.
+
+    Frontal views (PA, AP) only. "No Finding" -> normal, any finding -> disease (DETL's
+    source task). Images are found by file name anywhere under ``root`` (the release
+    splits them over ``images_001/images`` ... ``images_012/images``).
+
+    Args:
+        root: the folder holding ``Data_Entry_2017.csv``.
+
+    Returns:
+        One record per image; patient id ``nih:<Patient ID>``; the finding labels in ``group``.
+    """
+    root = _require_dir(root, "NIH ChestX-ray14")
+    entries = _nih_entry_file(root)
+    with open(entries, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    needed = ("Image Index", "Finding Labels", "Patient ID", "View Position")
+    if rows and not all(col in rows[0] for col in needed):
+        raise ChestDxError(f"{entries} lacks the columns {', '.join(needed)}: is it the NIH Data_Entry_2017.csv?")
+    rows = [r for r in rows if r["View Position"].strip().upper() in NIH_FRONTAL_VIEWS]
+    wanted = {r["Image Index"].strip() for r in rows}
+    files = {p.name: p for p in root.rglob("*") if p.name in wanted and p.is_file()}
+    records, missing = [], []
+    for row in rows:
+        name = row["Image Index"].strip()
+        if name not in files:
+            missing.append(name)
+            continue
+        findings = row["Finding Labels"].strip()
+        label = "normal" if findings.lower() == "no finding" else "disease"
+        records.append(CaseRecord(files[name], label, f"nih:{row['Patient ID'].strip()}", group=findings))
+    if missing:
+        log.warning("NIH ChestX-ray14: %d frontal image(s) listed in %s are missing (e.g. %s)",
+                    len(missing), entries.name, missing[0])
+    return sorted(records, key=lambda r: r.path)
+
+
+def csv_list(path) -> list[CaseRecord]:
+    """A CSV file listing studies: columns ``path``, ``label``, ``patient_id`` (optional ``split``).
+
+    Paths are relative to the CSV's folder (absolute paths are kept). An empty patient
+    id gets the fallback id (each study its own patient).
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        One record per row, in file order.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ChestDxError(f"{path} is not a file: give a CSV with the columns path,label,patient_id")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if not {"path", "label"} <= set(columns):
+            raise ChestDxError(f"{path} has columns {columns}: it needs path,label,patient_id (patient_id may be empty)")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    records, missing = [], []
+    for line, row in enumerate(rows, start=2):
+        if not row["path"] or not row["label"]:
+            raise ChestDxError(f"{path} line {line}: empty path or label; every row needs both")
+        study = Path(row["path"]).expanduser()
+        study = study if study.is_absolute() else path.parent / study
+        if not study.exists():
+            missing.append(row["path"])
+            continue
+        split = row.get("split") or None
+        if split is not None and split not in SPLITS:
+            raise ChestDxError(f"{path} line {line}: split {split!r} should be one of {', '.join(SPLITS)} or empty")
+        patient = row.get("patient_id") or "img:" + Path(row["path"]).with_suffix("").as_posix()
+        records.append(CaseRecord(study, row["label"], patient, split=split))
+    if missing:
+        raise ChestDxError(f"{len(missing)} path(s) in {path} do not exist (e.g. {missing[0]}): paths are relative "
+                           "to the CSV's folder; fix them or remove those rows")
+    return records
+
+
 ADAPTERS: dict[str, Callable[[Path], list[CaseRecord]]] = {
     "folder": folder_per_class,
     "ucsd": ucsd_covid_ct,
@@ -328,6 +420,8 @@ ADAPTERS: dict[str, Callable[[Path], list[CaseRecord]]] = {
     "ieee8023": ieee8023_xray,
     "sirm": sirm_volumes,
     "dre-net-demo": dre_net_demo,
+    "nih": nih_chestxray14,
+    "csv": csv_list,
 }
 
 
