@@ -43,8 +43,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"slices      {summary['n_slices']}   shape {summary['shape']}   spacing (z, y, x) mm {summary['spacing']}")
     print(f"intensity   {summary['intensity']}   range {summary['min']:.1f} .. {summary['max']:.1f}")
     print(f"series      {summary['series_uid']}")
-    for i, other in enumerate(summary["other_series"]):
-        print(f"  other series [{i}] {other}")
+    for other in summary["other_series"]:
+        print(f"  other series (--series {other.get('index', other.get('uid'))}) {other}")
     for warning in summary["warnings"]:
         print(f"warning     {warning}")
 

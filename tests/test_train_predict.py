@@ -1,0 +1,101 @@
+"""Training loop, checkpoints and prediction on a tiny synthetic dataset (CI-sized)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chestdx.cli import main
+from chestdx.io import load_study
+from chestdx.io.datasets import folder_per_class
+from chestdx.models.checkpoint import load_model
+from chestdx.models.predict import predict_study
+from chestdx.models.registry import get_recipe
+from chestdx.preprocess.spec import InputSpec
+from chestdx.train.loop import fit, stages_of
+
+SIZE = 48
+
+
+def _write_slices(root, n_per_class: int = 12, seed: int = 0):
+    """Class "covid" carries a bright blob in the right half; "non-covid" does not."""
+    rng = np.random.default_rng(seed)
+    for label in ("covid", "non-covid"):
+        (root / label).mkdir(parents=True)
+        for i in range(n_per_class):
+            img = rng.normal(60, 15, (64, 64))
+            if label == "covid":
+                y, x = rng.integers(16, 48), rng.integers(36, 56)
+                img[y - 6:y + 6, x - 6:x + 6] += 140
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / label / f"p{i:02d}.png")
+    return folder_per_class(root)
+
+
+def _tiny_config(name: str = "residual-attention"):
+    config = get_recipe(name, classes=("non-covid", "covid"))
+    config.input = InputSpec(window="lung", selection="all", size=SIZE, channels=3, normalise="unit")
+    config.train = {**config.train, "epochs": 6, "batch_size": 8, "lr": 3e-3, "patience": 10, "bf16": False,
+                    "augment": {"elastic": 0, "blur": 0}}
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slices")
+    records = _write_slices(root)
+    torch.manual_seed(0)
+    out = root.parent / "model"
+    result = fit(_tiny_config(), records[::2] + records[1::4], records[1::2], out, seed=0, progress=False, threads=1)
+    return result, out, root
+
+
+def test_fit_learns_and_writes_a_card(trained):
+    result, out, _ = trained
+    assert (out / "model.pt").is_file() and (out / "metadata.json").is_file()
+    card = json.loads((out / "metadata.json").read_text())
+    for key in ("name", "recipe", "classes", "input", "threshold", "temperature", "training", "metrics",
+                "libraries", "date", "intended_use"):
+        assert key in card
+    assert card["classes"] == ["non-covid", "covid"]
+    assert card["temperature"] > 0
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+    assert card["metrics"]["val"]["auc"] > 0.8
+
+
+def test_loaded_checkpoint_predicts_like_the_trained_net(trained):
+    result, out, root = trained
+    model = load_model(out)
+    study = load_study(root / "covid" / "p01.png")
+    assert study.kind == "ct-slice"
+    answer = predict_study(study, model)
+    assert set(answer) >= {"kind", "probabilities", "decision", "model", "slices_used", "top_slices", "timing_s"}
+    assert abs(sum(answer["probabilities"].values()) - 1) < 1e-3
+    assert answer["decision"] in ("covid", "non-covid")
+    json.dumps(answer)
+
+
+def test_stages_fill_defaults_and_keep_recipe_values():
+    config = get_recipe("cnn-bilstm")
+    stages = stages_of(config)
+    assert [s["unit"] for s in stages] == ["slice", "bag"]
+    assert stages[1]["freeze"] == ["cnn"] and stages[0]["optimizer"] == config.train["optimizer"]
+
+
+def test_cli_predict_json_on_a_slice(trained, capsys):
+    _, out, root = trained
+    assert main(["--quiet", "predict", str(root / "non-covid" / "p00.png"), "--model", str(out), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["model"]["recipe"] == "residual-attention"
+
+
+def test_cli_predict_unknown_model_exits_2(tmp_path, capsys):
+    img = tmp_path / "s.png"
+    Image.fromarray(np.full((64, 64), 80, np.uint8)).save(img)
+    assert main(["predict", str(img), "--model", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no model" in err and "Traceback" not in err
