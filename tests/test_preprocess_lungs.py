@@ -141,3 +141,14 @@ def test_real_8bit_volume_3d(shared_data):
     fractions = mask.mean(axis=(1, 2))
     assert fractions.max() > 0.08
     assert (fractions > 0).sum() >= 0.5 * len(files)
+
+
+def test_padding_frame_is_not_lung(shared_data):
+    """Slices of several sizes are padded to one (black frame): a lung reaching the edge of
+    the real image must not swallow the frame (and, by hole filling, the whole slice)."""
+    image = np.asarray(Image.open(shared_data / "covid-ct-volumes-sirm/coronacases_org_001/0100.jpg").convert("L"), dtype=np.float32)
+    padded = np.pad(image, 12)
+    mask = segment_lungs(padded, "8bit", mode="2d")
+    assert not mask[:12].any() and not mask[-12:].any() and not mask[:, :12].any() and not mask[:, -12:].any()
+    inner = segment_lungs(image, "8bit", mode="2d")
+    assert 2 * (mask[12:-12, 12:-12] & inner).sum() / (mask.sum() + inner.sum()) > 0.95

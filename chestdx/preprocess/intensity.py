@@ -55,20 +55,22 @@ def apply_window(hu: np.ndarray, window: str = "lung") -> np.ndarray:
     return convert_to_numpy(scale(np.asarray(hu, dtype=np.float32))).astype(np.float32, copy=False)
 
 
-def render_8bit(study: Study, window: str = "lung") -> np.ndarray:
+def render_8bit(study: Study, window: str = "lung", slices: np.ndarray | None = None) -> np.ndarray:
     """The study's slices as 8-bit images, as a person would view them.
 
     Args:
         study: the study; ``"hu"`` pixels go through ``window``, ``"8bit"`` pixels are
             returned as they are (rounded and clipped to 0..255, no HU step).
         window: HU window preset, ignored for ``"8bit"`` studies.
+        slices: indices of the slices to render; default all.
 
     Returns:
-        uint8 array ``(z, y, x)``.
+        uint8 array ``(z, y, x)`` (``z = len(slices)`` when given).
     """
+    pixels = study.pixels if slices is None else study.pixels[np.asarray(slices, dtype=int)]
     if study.intensity == "hu":
-        return np.rint(apply_window(study.pixels, window) * 255.0).astype(np.uint8)
-    return np.clip(np.rint(study.pixels), 0, 255).astype(np.uint8)
+        return np.rint(apply_window(pixels, window) * 255.0).astype(np.uint8)
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 def clip_top_percent(img: np.ndarray, percent: float = 0.5) -> np.ndarray:

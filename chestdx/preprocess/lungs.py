@@ -5,7 +5,9 @@ brought back to full size at the end):
 
 1. Threshold: air-like pixels are darker than ``HU_THRESHOLD`` (HU studies) or than an
    Otsu threshold of the image (8-bit studies, whatever window they were rendered with).
-2. Body: the largest non-air component of each slice.
+2. Body: the largest non-air component of each slice, plus sizeable tissue cut by the
+   image border (a tightly cropped chest wall). A constant frame around a slice (padding)
+   is left out of this analysis.
 3. Air outside the body: a dark component is kept only when at least half of it lies in
    the convex hull of the body and of the components kept so far; repeated until nothing
    changes. Air around the body (touching the image border) lies outside the hull and is
@@ -93,7 +95,7 @@ def segment_lungs(
     pixel_mm = (float(spacing[1]) if spacing is not None else ASSUMED_FOV_MM / max(h, w)) * factor
 
     dark = small < _air_threshold(small, intensity)
-    lungs, hull = _inside_body(dark)
+    lungs, hull = _inside_body(dark, _content_boxes(vol, factor))
     lungs = _morph(ndimage.binary_opening, lungs, _radius(OPEN_MM, pixel_mm))
     lungs = _largest_3d(lungs) if mode == "3d" else _largest_2d(lungs, hull)
     airways = _airways(lungs, hull)
@@ -176,15 +178,40 @@ def _body(tissue: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _inside_body(dark: np.ndarray, max_rounds: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def _content_boxes(vol: np.ndarray, factor: int) -> np.ndarray:
+    """Per slice, the box inside any padding frame, on the working grid (``factor``).
+
+    Rows and columns at the image edges holding one constant value are padding (slices of
+    several sizes padded to one, black margins of figures); they are left out of the body
+    analysis, so that a lung reaching the edge of the real image is not joined to the frame.
+
+    Returns:
+        int array ``(z, 4)``: ``y0, y1, x0, x1`` (exclusive ends; an empty box for a blank slice).
+    """
+    boxes = np.zeros((len(vol), 4), dtype=int)
+    varying_rows = vol.max(axis=2) > vol.min(axis=2)
+    varying_cols = vol.max(axis=1) > vol.min(axis=1)
+    for z in range(len(vol)):
+        ys, xs = np.flatnonzero(varying_rows[z]), np.flatnonzero(varying_cols[z])
+        if ys.size and xs.size:
+            y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+            boxes[z] = -(-y0 // factor), y1 // factor, -(-x0 // factor), x1 // factor
+    return boxes
+
+
+def _inside_body(dark: np.ndarray, boxes: np.ndarray, max_rounds: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Per slice: the dark components inside the body, and the body region (convex hull).
 
     A component is kept when at least half of it lies in the convex hull of the body
-    (largest non-dark component) together with the components kept so far.
+    (``_body``) together with the components kept so far. Only the part of each slice
+    inside its content box (``_content_boxes``) is looked at.
     """
     kept = np.zeros_like(dark)
     hulls = np.zeros_like(dark)
-    for z, plane in enumerate(dark):
+    for z, (y0, y1, x0, x1) in enumerate(boxes):
+        plane = dark[z, y0:y1, x0:x1]
+        if plane.size == 0:
+            continue
         region = _body(~plane)
         if not region.any():
             continue
@@ -200,8 +227,8 @@ def _inside_body(dark: np.ndarray, max_rounds: int = 4) -> tuple[np.ndarray, np.
                 break
             accepted |= new
             region = region | accepted[labels]
-        kept[z] = accepted[labels]
-        hulls[z] = hull
+        kept[z, y0:y1, x0:x1] = accepted[labels]
+        hulls[z, y0:y1, x0:x1] = hull
     return kept, hulls
 
 

@@ -1,8 +1,9 @@
 """`prepare_study`: a `Study` becomes model input exactly as its recipe's `InputSpec` says.
 
-Order: render 8-bit (HU window) -> lung mask (only when the spec needs it) -> slice
-filter -> slice selection -> clip of the top intensities -> CLAHE -> lung crop -> resize
--> channels -> normalisation.
+Order: lung mask (only when the spec needs it) -> slice filter -> slice selection ->
+render 8-bit (HU window) -> clip of the top intensities -> CLAHE -> lung crop -> resize
+-> channels -> normalisation. The lungs are segmented on the study's own values (HU or
+8-bit), so rendering only the selected slices gives the same result as rendering first.
 """
 
 from __future__ import annotations
@@ -95,7 +96,6 @@ def prepare_study(study: Study, spec: InputSpec, lung_mask: np.ndarray | None = 
         >>> prepared.x.shape  # (n, 3, 224, 224)
     """
     warnings: list[str] = []
-    rendered = render_8bit(study, spec.window)
     n = study.n_slices
     use_lungs = needs_lung_mask(spec)
     if use_lungs and study.kind == "xray":
@@ -131,8 +131,8 @@ def prepare_study(study: Study, spec: InputSpec, lung_mask: np.ndarray | None = 
         raise ChestDxError(f"unknown slice selection {spec.selection!r}: use all, middle, equidistant, groups or lung")
 
     real = indices >= 0
-    shown = np.zeros((len(indices),) + rendered.shape[1:], dtype=np.uint8)
-    shown[real] = rendered[indices[real]]
+    shown = np.zeros((len(indices),) + study.pixels.shape[1:], dtype=np.uint8)
+    shown[real] = render_8bit(study, spec.window, slices=indices[real])
     images = shown.astype(np.float32)
     if spec.clip_top_percent is not None and real.any():
         images[real] = clip_top_percent(images[real], spec.clip_top_percent)
