@@ -1,3 +1,3 @@
 """Built-in recipes; each module registers itself with `chestdx.models.registry`."""
 
-from chestdx.models.recipes import ai_corona, cnn_bilstm, dre_net, residual_attention  # noqa: F401
+from chestdx.models.recipes import ai_corona, cnn_bilstm, detl, dre_net, residual_attention  # noqa: F401
