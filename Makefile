@@ -13,9 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/chestdx sample $(SAMPLE)
-	$(VENV)/bin/chestdx info $(SAMPLE)
-	$(VENV)/bin/chestdx preview $(SAMPLE) -o out/sample-sheet.png
+	$(VENV)/bin/chestdx --quiet sample $(SAMPLE)
+	$(VENV)/bin/chestdx --quiet info $(SAMPLE)
+	$(VENV)/bin/chestdx --quiet preview $(SAMPLE) -o out/sample-sheet.png
+	$(VENV)/bin/chestdx --quiet predict $(SAMPLE) --explain gradcam --out out/sample-explain
 
 test: setup
 	$(PY) -m pytest -q

@@ -99,3 +99,28 @@ def test_cli_predict_unknown_model_exits_2(tmp_path, capsys):
     assert main(["predict", str(img), "--model", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "no model" in err and "Traceback" not in err
+
+
+def test_cli_evaluate_json_has_patient_level_cis(trained, capsys, tmp_path):
+    _, out, root = trained
+    report = tmp_path / "report.html"
+    assert main(["--quiet", "evaluate", "--model", str(out), "--data", f"folder:{root}", "--json",
+                 "--resamples", "200", "--report", str(report)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["level"] == "patient" and result["n_cases"] == 24
+    for key in ("auc", "f1", "sensitivity", "specificity", "accuracy", "kappa"):
+        entry = result["metrics"][key]
+        assert entry["ci_low"] <= entry["value"] <= entry["ci_high"]
+    assert "study" in result["levels"]
+    assert 'id="metrics"' in report.read_text()
+
+
+def test_cli_explain_writes_maps_of_the_stored_slice_size(trained, tmp_path):
+    _, out, root = trained
+    target = tmp_path / "maps"
+    assert main(["--quiet", "explain", str(root / "covid" / "p03.png"), "--model", str(out), "--method", "gradcam",
+                 "--out", str(target)]) == 0
+    info = json.loads((target / "explain.json").read_text())
+    heat = np.load(target / "slice_0000_heatmap.npy")
+    assert heat.shape == (64, 64) and heat.dtype == np.float32 and 0 <= heat.min() and heat.max() <= 1
+    assert info["method"] == "gradcam" and (target / "slice_0000_overlay.png").is_file()
