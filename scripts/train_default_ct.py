@@ -35,7 +35,9 @@ def candidates() -> dict:
     lite0 = get_recipe("ai-corona", classes=CLASSES, unit="slice", input=InputSpec(**SPEC, normalise="imagenet"))
     lite0.train = {"epochs": 12, "lr": 3e-4, "weight_decay": 1e-4, "batch_size": 16, "optimizer": "adamw",
                    "patience": 4, "label_smoothing": 0.1}
-    resatt = get_recipe("residual-attention", classes=CLASSES, input=InputSpec(**SPEC, normalise="unit"))
+    # Trained from scratch; at 128 px so that it fits the same CPU budget as the Lite0 fine-tune.
+    resatt = get_recipe("residual-attention", classes=CLASSES,
+                        input=InputSpec(**{**SPEC, "size": 128}, normalise="unit"))
     resatt.train = {**resatt.train, "epochs": 12, "patience": 4, "label_smoothing": 0.1}
     return {"ai-corona-lite0": lite0, "residual-attention": resatt}
 
