@@ -38,7 +38,7 @@ def candidates() -> dict:
     # Trained from scratch; at 128 px so that it fits the same CPU budget as the Lite0 fine-tune.
     resatt = get_recipe("residual-attention", classes=CLASSES,
                         input=InputSpec(**{**SPEC, "size": 128}, normalise="unit"))
-    resatt.train = {**resatt.train, "epochs": 12, "patience": 4, "label_smoothing": 0.1}
+    resatt.train = {**resatt.train, "epochs": 12, "patience": 4, "label_smoothing": 0.1, "max_minutes": 15}
     return {"ai-corona-lite0": lite0, "residual-attention": resatt}
 
 

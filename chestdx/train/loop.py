@@ -25,7 +25,7 @@ from chestdx.train.data import SampleSet, build_samples, to_model_input
 log = logging.getLogger(__name__)
 
 DEFAULT_TRAIN = {"epochs": 10, "lr": 3e-4, "weight_decay": 1e-4, "batch_size": 16, "optimizer": "adamw",
-                 "patience": 4, "warmup_frac": 0.1, "label_smoothing": 0.0, "bf16": True}
+                 "patience": 4, "warmup_frac": 0.1, "label_smoothing": 0.0, "bf16": True, "max_minutes": None}
 
 
 @dataclass
@@ -60,7 +60,7 @@ def stages_of(config: RecipeConfig) -> list[dict]:
     A recipe either gives top-level hyper-parameters (one stage) or a ``stages`` list whose
     entries may set ``unit``, ``method`` (network method to call), ``freeze`` (module
     name prefixes to freeze) or ``trainable`` (freeze everything else), and any key of
-    `DEFAULT_TRAIN`.
+    `DEFAULT_TRAIN` (``max_minutes`` stops a stage after the epoch that uses up that budget).
 
     Args:
         config: the recipe config.
@@ -208,6 +208,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
         augmenter = slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
         fn = getattr(net, stage["method"])
         best, best_state, waited = -math.inf, copy.deepcopy(net.state_dict()), 0
+        stage_start = time.time()
         for epoch in range(n_epochs):
             net.train()
             hold_frozen_norms(net)
@@ -242,6 +243,10 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
                 waited += 1
                 if waited >= stage["patience"]:
                     break
+            if stage["max_minutes"] and time.time() - stage_start > 60 * stage["max_minutes"]:
+                log.warning("stage %s stopped after epoch %d: time budget of %s minutes used",
+                            stage["name"], epoch + 1, stage["max_minutes"])
+                break
         net.load_state_dict(best_state)
     for p in net.parameters():
         p.requires_grad_(True)
