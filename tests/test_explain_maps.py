@@ -70,7 +70,7 @@ def square_images(n: int, rng: np.random.Generator, present: np.ndarray) -> tupl
 
 
 @pytest.fixture(scope="module")
-def trained(one_thread) -> TinyNet:
+def trained() -> TinyNet:
     """TinyNet trained (seeded, about a second) to tell 'square present' (class 1) from 'absent'."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
