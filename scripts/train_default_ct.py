@@ -19,15 +19,15 @@ from pathlib import Path
 from chestdx.evaluate.report import evaluate_predictions
 from chestdx.evaluate.run import predict_records
 from chestdx.io.datasets import ucsd_covid_ct
-from chestdx.models.checkpoint import BUNDLED_DIR, CARD_FILE, load_model
+from chestdx.models.checkpoint import BUNDLED_DIR, CARD_FILE, export_onnx, load_model
 from chestdx.models.registry import get_recipe
 from chestdx.preprocess.spec import InputSpec
 from chestdx.train.loop import fit
 
 CLASSES = ("non-covid", "covid")
 # One slice-level input spec for every candidate, so they see the same pixels: lung
-# window for HU studies, slices with enough lung, keep-aspect 224 px.
-SPEC = dict(window="lung", selection="lung", lung_filter="min-area", min_lung_fraction=0.25, size=224)
+# window for HU studies, slices with enough lung (at most 48, equidistant), keep-aspect 224 px.
+SPEC = dict(window="lung", selection="lung", lung_filter="min-area", min_lung_fraction=0.25, max_slices=48, size=224)
 
 
 def candidates() -> dict:
@@ -78,6 +78,13 @@ def main() -> None:
     best = max(results, key=lambda k: results[k]["val_auc"])
     print("chosen on val AUC:", best, flush=True)
 
+    # The chosen model ships with its ONNX export (float32, faster on CPU) and the current
+    # inference spec (the cap on slices per study does not change single-slice training).
+    card = load_model(out / best).card
+    card["input"] = candidates()[best].input.to_dict()
+    card["recipe"]["input"] = card["input"]
+    (out / best / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    export_onnx(load_model(out / best).net, out / best, SPEC["size"])
     model = load_model(out / best)
     card = model.card
     for split_name, split in (("val", val), ("test", test)):

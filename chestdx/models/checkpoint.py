@@ -18,6 +18,7 @@ from chestdx.models.registry import RecipeConfig, build_model
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MODELS = {"ct-volume": "ct-default", "ct-slice": "ct-default", "xray": "xray-default"}
 WEIGHTS_FILE = "model.pt"
+ONNX_FILE = "model.onnx"
 CARD_FILE = "metadata.json"
 INTENDED_USE = "Research only. Not a medical device; not for clinical diagnosis or patient management."
 
@@ -31,12 +32,15 @@ class LoadedModel:
         config: the recipe config it was built from.
         card: the model card (``metadata.json`` contents).
         path: the checkpoint folder.
+        session: ONNX Runtime session of ``model.onnx`` (outputs: slice features, logits)
+            when the checkpoint ships one, else None.
     """
 
     net: nn.Module
     config: RecipeConfig
     card: dict
     path: Path
+    session: object | None = None
 
     @property
     def name(self) -> str:
@@ -115,6 +119,49 @@ def save_checkpoint(net: nn.Module, card: dict, out_dir: str | Path, half: bool 
     return out
 
 
+class _FeaturesAndLogits(nn.Module):
+    """Wraps a network so one call returns ``(encode(x), head(encode(x)))`` for export."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.net.encode(x)
+        return features, self.net.head(features)
+
+
+def export_onnx(net: nn.Module, out_dir: str | Path, size: int, channels: int = 3) -> Path:
+    """Write ``model.onnx`` (inputs ``x`` (n, C, size, size); outputs features and logits).
+
+    Only for networks whose slice logits are ``head(encode(x))`` (slice-level recipes).
+
+    Args:
+        net: the network in eval mode.
+        out_dir: checkpoint folder.
+        size: input height/width.
+        channels: input channels.
+
+    Returns:
+        The file written.
+    """
+    path = Path(out_dir) / ONNX_FILE
+    example = torch.zeros(1, channels, size, size)
+    torch.onnx.export(_FeaturesAndLogits(net.eval()), example, path, input_names=["x"],
+                      output_names=["features", "logits"], dynamic_axes={"x": {0: "n"}, "features": {0: "n"},
+                                                                         "logits": {0: "n"}}, dynamo=False)
+    return path
+
+
+def _onnx_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def resolve_model_path(name_or_path: str | Path | None, kind: str = "ct-volume") -> Path:
     """Find a checkpoint folder by bundled name, by path, or the default for a study kind.
 
@@ -168,4 +215,5 @@ def load_model(name_or_path: str | Path | None = None, kind: str = "ct-volume") 
     state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     net.eval()
-    return LoadedModel(net=net, config=config, card=card, path=path)
+    session = _onnx_session(path / ONNX_FILE) if (path / ONNX_FILE).is_file() else None
+    return LoadedModel(net=net, config=config, card=card, path=path, session=session)

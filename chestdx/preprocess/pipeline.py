@@ -129,6 +129,8 @@ def prepare_study(study: Study, spec: InputSpec, lung_mask: np.ndarray | None = 
         indices = candidates
     else:
         raise ChestDxError(f"unknown slice selection {spec.selection!r}: use all, middle, equidistant, groups or lung")
+    if groups is None and spec.max_slices and len(indices) > spec.max_slices:
+        indices = indices[select_equidistant(len(indices), spec.max_slices)]
 
     real = indices >= 0
     shown = np.zeros((len(indices),) + study.pixels.shape[1:], dtype=np.uint8)

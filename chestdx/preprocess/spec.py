@@ -28,6 +28,9 @@ class InputSpec:
             box), ``"kara"`` (area ratio to the largest lung slice, 0.4 top / 0.9 bottom),
             ``"min-area"`` (< ``min_lung_fraction`` of the largest slice's lung area) or None.
         min_lung_fraction: threshold for ``"min-area"``.
+        max_slices: cap on the slices a study sends to the model (not for ``"groups"``):
+            when the selection keeps more, that many equidistant ones among them are used.
+            None for no cap.
         lung_crop: crop each slice to the study's lung bounding box before resizing.
         size: output height and width in pixels.
         channels: 1 or 3 (grey repeated).
@@ -43,6 +46,7 @@ class InputSpec:
     group_size: int = 50
     lung_filter: Literal["dre", "kara", "min-area"] | None = None
     min_lung_fraction: float = 0.25
+    max_slices: int | None = None
     lung_crop: bool = False
     size: int = 224
     channels: int = 3

@@ -260,7 +260,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
 
 def _card(net, config, val: SampleSet, stage: dict, seed: int, name: str | None, history: list[dict],
           seconds: float, data_description: dict | None) -> dict:
-    logits = predict_samples(net, val, config, stage["method"], bf16=stage["bf16"])
+    logits = predict_samples(net, val, config, stage["method"], bf16=False)  # as prediction runs: float32
     scaler = TemperatureScaler().fit(logits, val.y)
     probs = scaler.transform(logits)
     if probs.shape[1] == 2:

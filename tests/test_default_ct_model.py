@@ -1,0 +1,54 @@
+"""The bundled default CT model: its card, prediction on a generated study, pinned predictions on real images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chestdx.cli import main
+from chestdx.io import load_study
+from chestdx.io.sample import write_sample_series
+from chestdx.models.checkpoint import load_model
+from chestdx.models.predict import predict_study
+
+# P(covid) measured with the bundled weights (float32, ONNX Runtime); a change beyond the
+# tolerance means the weights, the preprocessing or the inference engine changed.
+PINNED = {
+    "ucsd-covid-ct/images/CT_COVID/2020.01.24.919183-p27-132.png": 0.8673,
+    "ucsd-covid-ct/images/CT_NonCOVID/0.jpg": 0.1892,
+    "ucsd-covid-ct/images/CT_NonCOVID/1%0.jpg": 0.6987,
+    "dre-net-demo/person001_COVID19": 0.8621,
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("ct-default")
+
+
+def test_card_describes_the_model(model):
+    card = model.card
+    assert card["name"] == "ct-default" and card["classes"] == ["non-covid", "covid"]
+    assert "not for clinical" in card["intended_use"].lower() or "research only" in card["intended_use"].lower()
+    assert 0.5 < card["metrics"]["test"]["auc"]["value"] <= 1
+    assert card["input"]["window"] == "lung" and card["input"]["size"] == 224
+    assert model.session is not None  # ships its ONNX export
+
+
+def test_predict_on_a_generated_dicom_study(model, tmp_path, capsys):
+    write_sample_series(tmp_path / "study", n_slices=40, size=256, progress=False)
+    assert main(["--quiet", "predict", str(tmp_path / "study"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["kind"] == "ct-volume" and answer["model"]["name"] == "ct-default"
+    assert abs(sum(answer["probabilities"].values()) - 1) < 1e-3
+    assert 0 < len(answer["slices_used"]) <= 40
+    assert {s["index"] for s in answer["top_slices"]} <= set(answer["slices_used"])
+    for key in ("read", "preprocess", "classify", "total"):
+        assert answer["timing_s"][key] >= 0
+
+
+@pytest.mark.parametrize("relative", sorted(PINNED))
+def test_pinned_predictions_on_real_images(model, shared_data, relative):
+    answer = predict_study(load_study(shared_data / relative, progress=False), model)
+    assert answer["probabilities"]["covid"] == pytest.approx(PINNED[relative], abs=0.01)
