@@ -29,6 +29,16 @@ CLASSES = ("non-covid", "covid")
 # window for HU studies, slices with enough lung (at most 48, equidistant), keep-aspect 224 px.
 SPEC = dict(window="lung", selection="lung", lung_filter="min-area", min_lung_fraction=0.25, max_slices=48, size=224)
 
+LIMITATIONS = [
+    "Trained on UCSD COVID-CT: single slices rendered as figures in papers (COVID-19 class: PNG) against "
+    "non-COVID slices from other sources (JPEG); the model can separate image sources as well as disease.",
+    "On real CT volumes it calls other pneumonia COVID-19 as often as COVID-19 (CC-CCII common pneumonia "
+    "P=0.77-0.88, DRE-Net bacterial cases P=0.85-0.88): its output is not a COVID-19 probability on clinical "
+    "studies. See docs/accuracy.md.",
+    "Binary (COVID-19 vs non-COVID); it has never seen normal CT volumes or other diseases labelled as such.",
+    "Study score = the classifier head applied to the mean of the slice feature vectors (ai-corona); at most 48 lung slices per study.",
+]
+
 
 def candidates() -> dict:
     """Returns: name -> recipe config of each candidate."""
@@ -96,6 +106,7 @@ def main() -> None:
                                                                          "accuracy", "kappa")}}
         print(split_name, json.dumps(card["metrics"][split_name]), flush=True)
     card["name"] = "ct-default"
+    card["limitations"] = LIMITATIONS
     card["selection"] = {"criterion": "val AUC", "candidates": results}
     (out / best / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     if args.install:
