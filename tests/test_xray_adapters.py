@@ -71,7 +71,8 @@ def test_csv_list_relative_paths_and_fallback_ids(tmp_path):
     _png(tmp_path / "imgs" / "b.png")
     _png(tmp_path / "c.png")
     listing = tmp_path / "list.csv"
-    listing.write_text(f"path,label,patient_id\nimgs/a.png,covid,p1\nimgs/b.png,covid,p1\n{tmp_path / 'c.png'},normal,\n")
+    listing.write_text("path,label,patient_id\nimgs/a.png,covid,p1\nimgs/b.png,covid,p1\n"
+                       f"{tmp_path / 'c.png'},normal,\n")
     records = load_dataset(f"csv:{listing}")
     assert records == [CaseRecord(tmp_path / "imgs" / "a.png", "covid", "p1"),
                        CaseRecord(tmp_path / "imgs" / "b.png", "covid", "p1"),

@@ -73,7 +73,8 @@ def test_default_recipe_is_the_paper_setting():
 
 @pytest.mark.parametrize("backbone", sorted(TARGET_TRAINABLE))
 def test_target_stage_trains_only_the_last_block_and_head(tmp_path, backbone):
-    """Source weights reach every layer but the head; a target fit leaves every frozen tensor (BN statistics too) unchanged."""
+    """Source weights reach every layer but the head; a target fit leaves every frozen tensor unchanged
+    (batch-norm running statistics included)."""
     source_cfg = _tiny(detl_config(backbone, classes=("normal", "disease", "x")))
     source_cfg.params["pretrained"] = False
     torch.manual_seed(1)

@@ -389,7 +389,8 @@ def csv_list(path) -> list[CaseRecord]:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in reader.fieldnames or []]
         if not {"path", "label"} <= set(columns):
-            raise ChestDxError(f"{path} has columns {columns}: it needs path,label,patient_id (patient_id may be empty)")
+            raise ChestDxError(f"{path} has columns {columns}: it needs path,label,patient_id "
+                               "(patient_id may be empty)")
         rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     records, missing = [], []
     for line, row in enumerate(rows, start=2):
