@@ -17,7 +17,7 @@ Usage:
     python scripts/train_default_xray.py [--data ../shared/data/ieee8023-cxr-frontal] [--out runs/xray-default]
         [--epochs 30] [--size 160] [--augment light] [--seed 0] [--threads 1] [--install]
 
-The bundled model is this command's output (about 11 minutes on one CPU thread). An
+The bundled model is this command's output (9 to 11 minutes on one CPU thread; reruns give bit-identical weights). An
 earlier run with ``--epochs 15 --size 224 --augment default`` (19 minutes) scored
 slightly lower in cross-validation; docs/xray.md lists both.
 """
@@ -123,7 +123,7 @@ def score(net: torch.nn.Module, config, samples: SampleSet, temperature: float) 
     Returns:
         The metrics, the confusion matrix (rows truth, columns prediction, in ``CLASSES`` order) and n.
     """
-    logits = predict_samples(net, samples, config)
+    logits = predict_samples(net, samples, config, bf16=False)  # float32, as `chestdx predict` runs
     probs = torch.softmax(torch.from_numpy(logits / temperature), 1).numpy()[:, 1]
     metrics = binary_metrics(samples.y, probs, 0.5)
     counts, _ = confusion(samples.y, (probs >= 0.5).astype(int), 2)
