@@ -14,13 +14,10 @@ log = logging.getLogger("chestdx")
 
 
 def _print_json(obj: dict) -> None:
-    print(json.dumps(obj, indent=2, default=_json_default))
+    """Print strict JSON: numpy values as numbers, nan as null, paths as strings."""
+    from chestdx.evaluate.serialise import to_json_ready
 
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
+    print(json.dumps(to_json_ready(obj), indent=2, allow_nan=False, default=str))
 
 
 def _series_arg(value: str | None):
@@ -168,6 +165,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"report: {args.report}")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """Fit temperature and operating point on validation data and store them in the model card."""
+    from chestdx.evaluate.run import calibrate_model
+
+    target, value = None, None
+    if args.target:
+        target, _, number = args.target.partition("=")
+        try:
+            value = float(number)
+        except ValueError:
+            raise ChestDxError(f"--target {args.target!r}: write it as specificity=0.9 or sensitivity=0.95") from None
+    _print_json(calibrate_model(args.model, _records(args.data, args.split), target=target, value=value,
+                                split_name=args.split or args.data, progress=not args.quiet))
+
+
 def _fmt(value) -> str:
     return "  n/a" if value is None else f"{value:.3f}"
 
@@ -261,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--report", help="write a self-contained HTML report here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="fit temperature (and an operating point) on validation data into the model card")
+    p.add_argument("--model", required=True, help="checkpoint folder (its metadata.json is updated)")
+    p.add_argument("--data", required=True, help="ADAPTER:PATH of validation data")
+    p.add_argument("--split", default="val", help="records of this split only (default val; '' for all)")
+    p.add_argument("--target", help="operating point, e.g. specificity=0.9 or sensitivity=0.95 (binary models)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("reader-study", help="readers' sensitivity/specificity, unaided vs AI-aided, on the model ROC")
     p.add_argument("--truth", required=True)

@@ -124,3 +124,20 @@ def test_cli_explain_writes_maps_of_the_stored_slice_size(trained, tmp_path):
     heat = np.load(target / "slice_0000_heatmap.npy")
     assert heat.shape == (64, 64) and heat.dtype == np.float32 and 0 <= heat.min() and heat.max() <= 1
     assert info["method"] == "gradcam" and (target / "slice_0000_overlay.png").is_file()
+
+
+def test_cli_calibrate_stores_a_validation_operating_point(trained, tmp_path, capsys):
+    import shutil
+
+    _, out, root = trained
+    copy = tmp_path / "model"
+    shutil.copytree(out, copy)
+    assert main(["--quiet", "calibrate", "--model", str(copy), "--data", f"folder:{root}", "--split", "",
+                 "--target", "specificity=0.9"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    card = json.loads((copy / "metadata.json").read_text())
+    assert card["threshold"] == written["threshold"] and card["temperature"] == written["temperature"] > 0
+    assert card["operating_point"] == {"target": "specificity", "value": 0.9, "fitted_on": "folder:" + str(root),
+                                       "n_studies": 24}
+    assert load_model(copy).threshold == card["threshold"]
+    assert main(["calibrate", "--model", str(copy), "--data", f"folder:{root}", "--split", "", "--target", "spec"]) == 2

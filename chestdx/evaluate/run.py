@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from chestdx.errors import ChestDxError
+
 from chestdx.io import load_study
 from chestdx.models.checkpoint import LoadedModel
 from chestdx.models.predict import study_probabilities
@@ -107,3 +109,53 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
     out["levels"] = {k: {"n_cases": v["n_cases"], "metrics": v["metrics"]} for k, v in results.items() if k != chosen}
     out["model"] = {"name": model.name, "recipe": model.config.name}
     return out
+
+
+def calibrate_model(model_name: str, records: list, *, target: str | None = None, value: float | None = None,
+                    split_name: str = "val", progress: bool = True) -> dict:
+    """Fit the study-level temperature and (optionally) the operating point on validation data; store both in the card.
+
+    Use the validation split only: the stored threshold is then applied unchanged to test
+    data by ``chestdx evaluate`` and ``chestdx predict``.
+
+    Args:
+        model_name: bundled model name or checkpoint folder (its ``metadata.json`` is rewritten).
+        records: validation records.
+        target: ``"specificity"`` or ``"sensitivity"`` for a binary model's operating point;
+            None keeps the threshold.
+        value: the minimum the target must reach (e.g. 0.9).
+        split_name: what ``records`` are, recorded in the card.
+        progress: show a progress bar.
+
+    Returns:
+        What was written: ``temperature``, ``threshold`` and ``operating_point``.
+    """
+    import json
+
+    from chestdx.evaluate.calibration import TemperatureScaler, expected_calibration_error, logits_from_probs
+    from chestdx.evaluate.metrics import choose_operating_point
+    from chestdx.models.checkpoint import CARD_FILE, load_model
+
+    model = load_model(model_name)
+    preds = predict_records(model, records, progress)
+    # Study probabilities at the current temperature T0 are softmax(z / T0): T0 * log p
+    # recovers the study logits z up to a per-row constant, which softmax ignores.
+    logits = model.temperature * logits_from_probs(preds.probs)
+    scaler = TemperatureScaler().fit(logits, preds.y)
+    calibrated = scaler.transform(logits)
+    card = dict(model.card)
+    card["temperature"] = round(float(scaler.temperature_), 4)
+    written = {"temperature": card["temperature"], "threshold": card.get("threshold", 0.5),
+               "ece_before": expected_calibration_error(preds.y, preds.probs),
+               "ece_after": expected_calibration_error(preds.y, calibrated)}
+    if target is not None:
+        if len(model.config.classes) != 2:
+            raise ChestDxError("an operating point needs a binary model; this one has "
+                               f"{len(model.config.classes)} classes")
+        threshold = choose_operating_point(preds.y, calibrated[:, 1], target, value)
+        card["threshold"] = round(float(threshold), 4)
+        card["operating_point"] = {"target": target, "value": value, "fitted_on": split_name,
+                                   "n_studies": int(len(preds.y))}
+        written.update(threshold=card["threshold"], operating_point=card["operating_point"])
+    (model.path / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return written
