@@ -141,3 +141,16 @@ def test_cli_calibrate_stores_a_validation_operating_point(trained, tmp_path, ca
                                        "n_studies": 24}
     assert load_model(copy).threshold == card["threshold"]
     assert main(["calibrate", "--model", str(copy), "--data", f"folder:{root}", "--split", "", "--target", "spec"]) == 2
+
+
+def test_train_command_cross_validation_reports_mean_and_sd(tmp_path):
+    from chestdx.train.run import train_command
+
+    records_root = tmp_path / "slices"
+    _write_slices(records_root, n_per_class=6)
+    config = _tiny_config()
+    config.train = {**config.train, "epochs": 2}
+    summary = train_command(config, f"folder:{records_root}", tmp_path / "cv", cv=3, progress=False)
+    assert len(summary["folds"]) == 3 and "auc" in summary["mean"] and "auc" in summary["sd"]
+    assert all((tmp_path / "cv" / f"fold{k}" / "metadata.json").is_file() for k in (1, 2, 3))
+    assert json.loads((tmp_path / "cv" / "cv_summary.json").read_text())["mean"] == summary["mean"]

@@ -77,9 +77,10 @@ def train_command(config: RecipeConfig, data_spec: str, out_dir: str | Path, *, 
             result = fit(config, train, val, Path(out_dir) / f"fold{k + 1}", seed=seed, epochs=epochs,
                          progress=progress, data_description={**data, "fold": k + 1, "folds": cv})
             folds.append(result.card["metrics"]["val"])
-        keys = [k for k, v in folds[0].items() if isinstance(v, float)]
-        summary = {"folds": folds, "mean": {k: float(np.nanmean([f[k] for f in folds])) for k in keys},
-                   "sd": {k: float(np.nanstd([f[k] for f in folds], ddof=1)) for k in keys}}
+        keys = [k for k in folds[0] if k not in ("level", "n")]
+        values = {k: np.array([np.nan if f.get(k) is None else f[k] for f in folds], dtype=float) for k in keys}
+        summary = {"folds": folds, "mean": {k: float(np.nanmean(v)) for k, v in values.items()},
+                   "sd": {k: float(np.nanstd(v, ddof=1)) for k, v in values.items()}}
         Path(out_dir, "cv_summary.json").write_text(json.dumps(summary, indent=2))
         return summary
     if val_spec:
