@@ -13,7 +13,6 @@ from chestdx.io import load_study
 from chestdx.models.checkpoint import LoadedModel
 from chestdx.models.predict import study_probabilities
 from chestdx.preprocess.pipeline import prepare_study
-from chestdx.train.data import label_index
 
 
 @dataclass
@@ -48,7 +47,7 @@ def predict_records(model: LoadedModel, records: list, progress: bool = True) ->
     """
     probs, ys, slice_probs = [], [], []
     for rec in tqdm(records, desc="predicting", unit="study", disable=not progress):
-        ys.append(label_index(rec.label, model.config.classes))
+        ys.append(model.config.class_index(rec.label))
         prepared = prepare_study(load_study(rec.path, progress=False), model.config.input)
         study, per_slice = study_probabilities(model, prepared)
         probs.append(study)

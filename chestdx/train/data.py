@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from chestdx.errors import ChestDxError
 from chestdx.io import load_study
 from chestdx.models.registry import RecipeConfig
 from chestdx.preprocess.intensity import imagenet_normalise
@@ -36,18 +35,6 @@ class SampleSet:
         return len(self.x)
 
 
-def label_index(label: str, classes: tuple[str, ...]) -> int:
-    """Args: label: a record's label. classes: the recipe's classes. Returns: the class index.
-
-    Raises:
-        ChestDxError: the label is not one of the classes.
-    """
-    if label not in classes:
-        raise ChestDxError(f"label {label!r} is not one of the model's classes {list(classes)}: "
-                           "pass --classes to match the dataset's labels")
-    return classes.index(label)
-
-
 def build_samples(records: list, config: RecipeConfig, unit: str | None = None, progress: bool = True) -> SampleSet:
     """Load, preprocess and cache every record as the recipe's training samples.
 
@@ -68,7 +55,7 @@ def build_samples(records: list, config: RecipeConfig, unit: str | None = None, 
     spec = dataclasses.replace(config.input, normalise="unit")
     xs, ys, pids, cases = [], [], [], []
     for i, rec in enumerate(tqdm(records, desc="preparing studies", disable=not progress, unit="study")):
-        y = label_index(rec.label, config.classes)
+        y = config.class_index(rec.label)
         prepared = prepare_study(load_study(rec.path, progress=False), spec)
         x = prepared.x.astype(np.float16)
         if unit == "slice":

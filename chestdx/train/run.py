@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from chestdx.errors import ChestDxError
+from chestdx.evaluate.serialise import to_json_ready
 from chestdx.io.datasets import load_dataset
 from chestdx.io.split import patient_kfold, patient_split
 from chestdx.models.registry import RecipeConfig
@@ -81,7 +82,8 @@ def train_command(config: RecipeConfig, data_spec: str, out_dir: str | Path, *, 
         values = {k: np.array([np.nan if f.get(k) is None else f[k] for f in folds], dtype=float) for k in keys}
         summary = {"folds": folds, "mean": {k: float(np.nanmean(v)) for k, v in values.items()},
                    "sd": {k: float(np.nanstd(v, ddof=1)) for k, v in values.items()}}
-        Path(out_dir, "cv_summary.json").write_text(json.dumps(summary, indent=2))
+        summary = to_json_ready(summary)
+        Path(out_dir, "cv_summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
         return summary
     if val_spec:
         train, val = records, load_dataset(val_spec)
