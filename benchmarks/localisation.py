@@ -39,6 +39,7 @@ from chestdx.explain.localisation import energy_inside, lung_centre_prior, pixel
 from chestdx.explain.maps import METHODS, explain_slices, map_to_original
 from chestdx.explain.overlay import figure_grid
 from chestdx.io import load_study
+from chestdx.io.images import natural_key
 from chestdx.models.checkpoint import load_model
 from chestdx.models.predict import study_probabilities
 from chestdx.preprocess.lungs import segment_lungs
@@ -114,8 +115,7 @@ def supported(model, prepared, methods: list[str], target: int) -> tuple[list[st
 
 def slice_paths(root: Path, limit: int | None) -> list[Path]:
     """Returns: the test images in numeric order, the first ``limit`` of them."""
-    images = sorted((root / "images").iterdir(), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem))
-    return images[:limit]
+    return sorted((root / "images").iterdir(), key=natural_key)[:limit]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -175,10 +175,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def table(scores: dict, seconds: dict) -> str:
     """Returns: a markdown table, one row per map (methods, then baselines)."""
-    lines = ["| map | pointing game (hits) | energy in lesion | pixel AUROC | s/slice |", "|---|---|---|---|---|"]
+    lines = ["| map | pointing game (hits) | energy in lesion | pixel AUROC | s/slice (median) |", "|---|---|---|---|---|"]
     for name, s in scores.items():
         n = len(s["hit"])
-        spent = f"{np.mean(seconds[name]):.2f}" if name in seconds else "-"
+        spent = f"{np.median(seconds[name]):.2f}" if name in seconds else "-"
         lines.append(f"| {name} | {np.mean(s['hit']):.2f} ({int(np.sum(s['hit']))}/{n}) | {np.nanmean(s['energy']):.3f} | "
                      f"{np.nanmean(s['auroc']):.3f} | {spent} |")
     return "\n".join(lines)
@@ -186,6 +186,9 @@ def table(scores: dict, seconds: dict) -> str:
 
 def figure(shown: list, methods: list[str], n_slices: int, path: str) -> Path:
     """Overlays of ``methods`` (lung-restricted maps) on ``n_slices`` evenly spaced slices, masks below.
+
+    Slices are spaced evenly through the list (not chosen by score); the PNG is saved
+    with a 256-colour palette.
 
     Returns:
         The path written.
@@ -199,7 +202,9 @@ def figure(shown: list, methods: list[str], n_slices: int, path: str) -> Path:
                 heatmaps.append(maps[method])
                 masks.append(lesion)
                 titles.append(f"{name} {method} (AUROC {aurocs[method]:.2f})")
-    return figure_grid(images, heatmaps, masks, titles, path=path)
+    written = figure_grid(images, heatmaps, masks, titles, path=path)
+    Image.open(written).convert("RGB").quantize(colors=256).save(written, optimize=True)  # keeps the PNG small
+    return written
 
 
 def main() -> None:
