@@ -1,0 +1,1 @@
+"""Models: backbones, recipes (registry), study-level aggregators, checkpoints and prediction."""

@@ -1,0 +1,1 @@
+"""Preprocessing: HU windows, lung segmentation, slice filters and selection, resizing, contact sheets."""

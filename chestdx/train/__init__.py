@@ -1,0 +1,1 @@
+"""Training: the one loop for every recipe, augmentations, sample caching, DETL source stage."""
