@@ -12,7 +12,8 @@ Two readings of every map:
   * lung-restricted (the headline): every map, baselines included, is zeroed outside the
     slice's lung mask dilated by ``--dilate`` pixels and min-max scaled inside it; AUROC is
     computed over that region only, so no map wins merely by lighting up the lungs;
-  * unrestricted: the maps as the method returns them, scored over the whole image.
+  * unrestricted: the maps as the method returns them, scored over the whole image, with
+    the number of slices whose maximum lies inside the (dilated) lung region.
 Slices whose infection mask is empty are skipped (and counted). ``boxes`` runs only on
 models that propose lesion boxes (recipe dre-net); methods a model does not support are
 dropped with the reason.
@@ -33,9 +34,10 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy.ndimage import binary_dilation
+from scipy.stats import binomtest, bootstrap
 
 from chestdx.errors import ChestDxError
-from chestdx.explain.localisation import energy_inside, lung_centre_prior, pixel_auroc, pointing_game, random_map
+from chestdx.explain.localisation import energy_inside, lung_centre_prior, peak, pixel_auroc, pointing_game, random_map
 from chestdx.explain.maps import METHODS, explain_slices, map_to_original
 from chestdx.explain.overlay import figure_grid
 from chestdx.io import load_study
@@ -113,6 +115,13 @@ def supported(model, prepared, methods: list[str], target: int) -> tuple[list[st
     return usable, notes
 
 
+def slice_lungs(study, prepared) -> np.ndarray:
+    """Returns: bool ``(H, W)`` lung mask of a one-slice study: the preprocessing's, else segmented here."""
+    if prepared.lung_mask is not None:
+        return prepared.lung_mask[0]
+    return segment_lungs(study.pixels, study.intensity, mode="2d")[0]
+
+
 def slice_paths(root: Path, limit: int | None) -> list[Path]:
     """Returns: the test images in numeric order, the first ``limit`` of them."""
     return sorted((root / "images").iterdir(), key=natural_key)[:limit]
@@ -152,7 +161,7 @@ def run(args: argparse.Namespace) -> dict:
             for reading in READINGS:
                 scores[reading] = {name: {"hit": [], "energy": [], "auroc": []} for name in names}
             seconds = {name: [] for name in methods}
-        lungs = prepared.lung_mask[0] if prepared.lung_mask is not None else segment_lungs(study.pixels, study.intensity, mode="2d")[0]
+        lungs = slice_lungs(study, prepared)
         region = binary_dilation(lungs, iterations=args.dilate) if lungs.any() else np.ones_like(lesion)
         covered.append((lesion & region).sum() / lesion.sum())
         p_covid.append(float(study_probabilities(model, prepared)[1][0, target]))
@@ -160,27 +169,59 @@ def run(args: argparse.Namespace) -> dict:
         for method in methods:
             maps[method], spent = explain_one(model, prepared, method, target, args.patch, args.stride)
             seconds[method].append(spent)
-        everywhere = np.ones_like(lesion)
         restricted = {name: within(maps[name], region) for name in names}
-        for reading, readings_maps, area in (("lung-restricted", restricted, region), ("unrestricted", maps, everywhere)):
+        for reading, maps_read, area in (("lung-restricted", restricted, region), ("unrestricted", maps, None)):
             for name in names:
-                hit, energy, auroc = score(readings_maps[name], lesion, area)
+                hit, energy, auroc = score(maps_read[name], lesion, np.ones_like(lesion) if area is None else area)
                 for key, value in (("hit", hit), ("energy", energy), ("auroc", auroc)):
                     scores[reading][name][key].append(value)
-        shown.append((path.name, prepared.rendered[0], lesion, {m: restricted[m] for m in args.figure_methods if m in restricted},
-                      {m: scores["lung-restricted"][m]["auroc"][-1] for m in args.figure_methods if m in restricted}))
+                if area is None:  # where does the unrestricted map put its maximum?
+                    scores[reading][name].setdefault("peak_in_lungs", []).append(bool(region[peak(maps_read[name])]))
+        drawn = [m for m in args.figure_methods if m in restricted]
+        shown.append((path.name, prepared.rendered[0], lesion, {m: restricted[m] for m in drawn},
+                      {m: scores["lung-restricted"][m]["auroc"][-1] for m in drawn}))
     return {"model": model, "methods": methods or [], "notes": notes, "skipped": skipped, "scores": scores,
             "seconds": seconds, "shown": shown, "covered": covered, "p_covid": p_covid}
 
 
-def table(scores: dict, seconds: dict) -> str:
-    """Returns: a markdown table, one row per map (methods, then baselines)."""
-    lines = ["| map | pointing game (hits) | energy in lesion | pixel AUROC | s/slice (median) |", "|---|---|---|---|---|"]
+def mean_ci(values, seed: int = 0) -> str:
+    """Mean of the finite values with a 95% percentile bootstrap interval over slices.
+
+    Returns:
+        ``"0.512 (0.47-0.55)"``.
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    ci = bootstrap((values,), np.mean, n_resamples=2000, method="percentile", random_state=seed).confidence_interval
+    return f"{values.mean():.3f} ({ci.low:.2f}-{ci.high:.2f})"
+
+
+def table(scores: dict, seconds: dict, called: np.ndarray) -> str:
+    """A markdown table, one row per map (methods, then baselines).
+
+    Args:
+        scores: map name -> per-slice ``hit``, ``energy`` and ``auroc`` lists (and
+            ``peak_in_lungs``, shown as a column when present).
+        seconds: method -> per-slice seconds.
+        called: bool per slice: the model calls the slice COVID-19.
+
+    Returns:
+        The table: hit rate with hits and Wilson 95% interval, means with bootstrap 95%
+        intervals, mean AUROC on the slices the model calls COVID-19, median seconds.
+    """
+    in_lungs = all("peak_in_lungs" in s for s in scores.values())
+    lines = ["| map | pointing game: hit rate (hits, 95% CI) | energy in lesion (95% CI) | pixel AUROC (95% CI) | "
+             f"AUROC, {int(called.sum())} slices called COVID | s/slice (median) |"
+             + (" maximum inside the lung region |" if in_lungs else ""),
+             "|---|---|---|---|---|---|" + ("---|" if in_lungs else "")]
     for name, s in scores.items():
-        n = len(s["hit"])
+        hits, n = int(np.sum(s["hit"])), len(s["hit"])
+        ci = binomtest(hits, n).proportion_ci(method="wilson")
         spent = f"{np.median(seconds[name]):.2f}" if name in seconds else "-"
-        lines.append(f"| {name} | {np.mean(s['hit']):.2f} ({int(np.sum(s['hit']))}/{n}) | {np.nanmean(s['energy']):.3f} | "
-                     f"{np.nanmean(s['auroc']):.3f} | {spent} |")
+        on_called = np.nanmean(np.asarray(s["auroc"])[called]) if called.any() else float("nan")
+        lines.append(f"| {name} | {hits / n:.2f} ({hits}/{n}, {ci.low:.2f}-{ci.high:.2f}) | {mean_ci(s['energy'])} | "
+                     f"{mean_ci(s['auroc'])} | {on_called:.3f} | {spent} |"
+                     + (f" {sum(s['peak_in_lungs'])}/{n} |" if in_lungs else ""))
     return "\n".join(lines)
 
 
@@ -246,7 +287,7 @@ def main() -> None:
         print(note)
     for reading in READINGS:
         print(f"\n{reading}:\n")
-        print(table(out["scores"][reading], out["seconds"]))
+        print(table(out["scores"][reading], out["seconds"], p >= model.threshold))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     if args.figure:
         print(f"figure: {figure(out['shown'], args.figure_methods, args.figure_slices, args.figure)}")
