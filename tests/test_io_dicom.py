@@ -318,3 +318,19 @@ def test_same_position_different_pixels_kept(shared_data, tmp_path):
     assert study.n_slices == 2 and study.spacing[0] == 1.0
     assert any("share a position with a different image" in w for w in study.warnings)
     assert any("all slices have the same position" in w for w in study.warnings)
+
+
+def test_hu_from_rescale_matches_pydicom_modality_lut():
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_modality_lut
+
+    from chestdx.io.dicom import to_hu
+
+    stored = np.arange(-2000, 2000, 7, dtype=np.int16).reshape(1, -1)
+    ds = Dataset()
+    ds.RescaleSlope, ds.RescaleIntercept = 1.5, -1024
+    hu = to_hu(stored, ds)
+    assert hu.dtype == np.float32
+    np.testing.assert_allclose(hu, apply_modality_lut(stored, ds), rtol=0, atol=1e-3)
+    bare = to_hu(stored, Dataset())  # no rescale: stored values are HU
+    assert bare.dtype == np.float32 and np.array_equal(bare, stored.astype(np.float32))

@@ -436,6 +436,28 @@ def _pixels(ds: Dataset, name: str) -> np.ndarray:
                            "re-export it uncompressed or remove it") from exc
 
 
+def to_hu(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Stored pixel values to Hounsfield units (the modality LUT), as float32.
+
+    Plain rescale slope/intercept, the usual case, is computed in float32 directly; a
+    Modality LUT Sequence or an enhanced multi-frame object goes through pydicom's
+    ``apply_modality_lut``.
+
+    Args:
+        stored: stored values of one image (or frames).
+        ds: its dataset.
+
+    Returns:
+        float32 HU, same shape.
+    """
+    if "ModalityLUTSequence" in ds or "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    hu = stored.astype(np.float32)
+    hu *= np.float32(ds.RescaleSlope)
+    hu += np.float32(ds.RescaleIntercept)
+    return hu
+
+
 def _check_sizes(headers: list[_Header]) -> None:
     sizes = defaultdict(list)
     for h in headers:
@@ -476,7 +498,7 @@ def read_ct(series: _Series, *, kind: str | None, keep_phi: bool, progress: bool
         ds = _read_full(header)
         if first is None:
             first = ds
-        hu = apply_modality_lut(_pixels(ds, header.name), ds).astype(np.float32)
+        hu = to_hu(_pixels(ds, header.name), ds)
         if hu.ndim == 2:
             slices.append(hu)
             frame_positions.append(None if positions is None else positions[i])
