@@ -152,3 +152,17 @@ def test_padding_frame_is_not_lung(shared_data):
     assert not mask[:12].any() and not mask[-12:].any() and not mask[:, :12].any() and not mask[:, -12:].any()
     inner = segment_lungs(image, "8bit", mode="2d")
     assert 2 * (mask[12:-12, 12:-12] & inner).sum() / (mask.sum() + inner.sum()) > 0.95
+
+
+def test_long_volumes_are_segmented_on_every_kth_slice_with_the_same_result(monkeypatch):
+    import chestdx.preprocess.lungs as lungs
+
+    hu, truth, _ = _phantom(n=40, size=96)
+    hu = np.repeat(hu, 5, axis=0)  # 200 slices: slices 10.. hold lungs
+    monkeypatch.setattr(lungs, "WORK_SLICES", 1000)
+    full = segment_lungs(hu, "hu", spacing=(1.0, 3.6, 3.6))
+    monkeypatch.setattr(lungs, "WORK_SLICES", 50)  # every 4th slice
+    strided = segment_lungs(hu, "hu", spacing=(1.0, 3.6, 3.6))
+    assert strided.shape == full.shape
+    assert _dice(strided, full) > 0.98
+    assert (strided != full).any(axis=(1, 2)).sum() <= 4  # only at the lung's upper edge

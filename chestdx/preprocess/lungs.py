@@ -1,7 +1,7 @@
 """Classical lung segmentation for HU volumes and 8-bit slices (offline, no trained model).
 
-Method (on a working grid whose long side is about ``WORK_SIZE`` pixels; the mask is
-brought back to full size at the end):
+Method (on a working grid whose long side is about ``WORK_SIZE`` pixels and, for volumes,
+at most about ``WORK_SLICES`` slices; the mask is brought back to full size at the end):
 
 1. Threshold: air-like pixels are darker than ``HU_THRESHOLD`` (HU studies) or than an
    Otsu threshold of the image (8-bit studies, whatever window they were rendered with).
@@ -41,6 +41,11 @@ HU_THRESHOLD = -320.0
 WORK_SIZE = 128
 """Long side (pixels) of the working grid: 128 segments a 300-slice volume in about 1.6 s on
 2 cores and keeps the two-slice reference count within 10% (256: 3.6 s, within 5%)."""
+WORK_SLICES = 160
+"""Volumes with more slices are segmented on every k-th slice (k = ceil(n / WORK_SLICES)),
+each other slice taking the mask of the nearest segmented one: a 300-slice volume then
+costs about half. Thin-slice neighbours differ little, and the mask serves slice choice,
+lung crop and map restriction, not volumetry."""
 ASSUMED_FOV_MM = 350.0
 """In-plane field of view assumed when the spacing is unknown (typical chest CT)."""
 OPEN_MM = 1.5
@@ -90,17 +95,20 @@ def segment_lungs(
     vol = vol[None] if squeeze else vol
     if vol.ndim != 3:
         raise ValueError(f"segment_lungs expects (z, y, x) or (y, x), got shape {vol.shape}")
-    _, h, w = vol.shape
+    n, h, w = vol.shape
     factor = max(1, int(round(max(h, w) / WORK_SIZE)))
-    small = _downsample(vol, factor)
+    step = -(-n // WORK_SLICES) if mode == "3d" else 1
+    small = _downsample(vol[step // 2::step] if step > 1 else vol, factor)
     pixel_mm = (float(spacing[1]) if spacing is not None else ASSUMED_FOV_MM / max(h, w)) * factor
 
     dark = small < _air_threshold(small, intensity)
-    lungs, hull = _inside_body(dark, _content_boxes(vol, factor))
+    lungs, hull = _inside_body(dark, _content_boxes(vol[step // 2::step] if step > 1 else vol, factor))
     lungs = _morph(ndimage.binary_opening, lungs, _radius(OPEN_MM, pixel_mm))
     lungs = _largest_3d(lungs) if mode == "3d" else _largest_2d(lungs, hull)
     airways = _airways(lungs, hull)
     lungs = _fill_holes(_morph(ndimage.binary_closing, lungs & ~airways, _radius(CLOSE_MM, pixel_mm))) & ~airways
+    if step > 1:  # slice z takes the segmented slice nearest to it
+        lungs = lungs[np.minimum(np.arange(n) // step, len(lungs) - 1)]
     if factor > 1:
         lungs = lungs.repeat(factor, axis=1).repeat(factor, axis=2)[:, :h, :w]
     return lungs[0] if squeeze else lungs
@@ -113,7 +121,14 @@ def _downsample(vol: np.ndarray, factor: int) -> np.ndarray:
     _, h, w = vol.shape
     pad = ((0, 0), (0, -h % factor), (0, -w % factor))
     vol = np.pad(vol, pad, mode="edge") if any(p[1] for p in pad) else vol
-    total = sum(vol[:, i::factor, j::factor] for i in range(factor) for j in range(factor))
+    # Columns first, then rows, accumulating strided views in place (twice as fast as a
+    # reshape-mean on a 300-slice volume, which is memory-bound).
+    cols = vol[:, :, 0::factor].astype(np.float32)
+    for j in range(1, factor):
+        cols += vol[:, :, j::factor]
+    total = cols[:, 0::factor].copy()
+    for i in range(1, factor):
+        total += cols[:, i::factor]
     return total / float(factor * factor)
 
 
