@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from chestdx.evaluate.calibration import TemperatureScaler
@@ -25,7 +26,8 @@ from chestdx.train.data import SampleSet, build_samples, to_model_input
 log = logging.getLogger(__name__)
 
 DEFAULT_TRAIN = {"epochs": 10, "lr": 3e-4, "weight_decay": 1e-4, "batch_size": 16, "optimizer": "adamw",
-                 "patience": 4, "warmup_frac": 0.1, "label_smoothing": 0.0, "bf16": True, "max_minutes": None}
+                 "patience": 4, "warmup_frac": 0.1, "label_smoothing": 0.0, "bf16": "auto", "max_minutes": None,
+                 "mixup": 0.0, "ema": None}
 
 
 @dataclass
@@ -54,13 +56,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX).
+
+    Without it, bfloat16 autocast is emulated and measured about 10x slower than float32
+    (AVX2 build machine: 19 s against 1.6 s for a Lite0 training step of 16 slices).
+
+    Returns:
+        True when bfloat16 autocast pays off.
+    """
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def stages_of(config: RecipeConfig) -> list[dict]:
     """The training stages of a recipe, each with every hyper-parameter filled in.
 
     A recipe either gives top-level hyper-parameters (one stage) or a ``stages`` list whose
     entries may set ``unit``, ``method`` (network method to call), ``freeze`` (module
     name prefixes to freeze) or ``trainable`` (freeze everything else), and any key of
-    `DEFAULT_TRAIN` (``max_minutes`` stops a stage after the epoch that uses up that budget).
+    `DEFAULT_TRAIN` (``bf16`` is True, False or ``"auto"``: bfloat16 autocast where the CPU
+    has it natively; ``max_minutes`` stops a stage after the epoch that uses up that budget;
+    ``mixup`` is the Beta(a, a) parameter of mixup, 0 for none; ``ema`` the decay of an
+    exponential moving average of the weights, which is then what is validated and kept).
 
     Args:
         config: the recipe config.
@@ -70,8 +89,12 @@ def stages_of(config: RecipeConfig) -> list[dict]:
     """
     base = {**DEFAULT_TRAIN, **{k: v for k, v in config.train.items() if k != "stages"}}
     raw = config.train.get("stages") or [{}]
-    return [{"name": f"stage{i + 1}", "unit": config.unit, "method": "forward", **base, **stage}
-            for i, stage in enumerate(raw)]
+    stages = [{"name": f"stage{i + 1}", "unit": config.unit, "method": "forward", **base, **stage}
+              for i, stage in enumerate(raw)]
+    for stage in stages:
+        if stage["bf16"] == "auto":
+            stage["bf16"] = native_bf16()
+    return stages
 
 
 def apply_freeze(net: torch.nn.Module, stage: dict) -> list[torch.nn.Parameter]:
@@ -116,6 +139,34 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
 
 def _stack(samples: SampleSet, idx: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack([samples.x[i] for i in idx]))
+
+
+def mixup_loss(fn, x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: float, label_smoothing: float,
+               rng: np.random.Generator, bf16: bool) -> torch.Tensor:
+    """Cross-entropy of a batch, with mixup (Zhang et al. 2018) when ``alpha > 0``.
+
+    Args:
+        fn: the network method to call.
+        x: model input batch.
+        y: class indices.
+        n_classes: number of classes.
+        alpha: Beta(alpha, alpha) parameter of the mixing weight; 0 for plain cross-entropy.
+        label_smoothing: label smoothing of the targets.
+        rng: generator for the mixing weight and partner order.
+        bf16: run the forward pass under bfloat16 autocast.
+
+    Returns:
+        The scalar loss.
+    """
+    target = F.one_hot(y, n_classes).float() * (1 - label_smoothing) + label_smoothing / n_classes
+    if alpha > 0:
+        lam = float(rng.beta(alpha, alpha))
+        perm = torch.from_numpy(rng.permutation(len(y)))
+        x = lam * x + (1 - lam) * x[perm]
+        target = lam * target + (1 - lam) * target[perm]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = fn(x)
+    return torch.sum(-target * F.log_softmax(logits.float(), 1), 1).mean()
 
 
 def predict_samples(net: torch.nn.Module, samples: SampleSet, config: RecipeConfig, method: str = "forward",
@@ -207,6 +258,9 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
                                                     pct_start=stage["warmup_frac"], anneal_strategy="cos")
         augmenter = slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
         fn = getattr(net, stage["method"])
+        ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(stage["ema"]), use_buffers=True)
+               if stage["ema"] else None)
+        scored = ema.module if ema is not None else net
         best, best_state, waited = -math.inf, copy.deepcopy(net.state_dict()), 0
         stage_start = time.time()
         for epoch in range(n_epochs):
@@ -220,16 +274,17 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(tr.y[idx])
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=stage["bf16"]):
-                    logits = fn(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=stage["label_smoothing"])
+                loss = mixup_loss(fn, x, y, len(config.classes), stage["mixup"], stage["label_smoothing"], rng,
+                                  stage["bf16"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
+                if ema is not None:
+                    ema.update_parameters(net)
                 total += loss.item() * len(idx)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-            val_logits = predict_samples(net, va, config, stage["method"], bf16=stage["bf16"])
+            val_logits = predict_samples(scored, va, config, stage["method"], bf16=stage["bf16"])
             val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(va.y)))
             score = _val_score(va.y, val_logits)
             score_key = score if not math.isnan(score) else -val_loss
@@ -238,7 +293,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
             history.append(row)
             log.warning("%s", row) if not progress else tqdm.write(str(row))
             if score_key > best:
-                best, best_state, waited = score_key, copy.deepcopy(net.state_dict()), 0
+                best, best_state, waited = score_key, copy.deepcopy(scored.state_dict()), 0
             else:
                 waited += 1
                 if waited >= stage["patience"]:
