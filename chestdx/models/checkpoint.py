@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from chestdx.errors import ChestDxError
+from chestdx.models.backbones import WEIGHTS_DIR
 from chestdx.models.registry import RecipeConfig, build_model
 
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
+BUNDLED_DIR = WEIGHTS_DIR
 DEFAULT_MODELS = {"ct-volume": "ct-default", "ct-slice": "ct-default", "xray": "xray-default"}
 WEIGHTS_FILE = "model.pt"
 ONNX_FILE = "model.onnx"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from chestdx.models.backbones import efficientnet_bn, efficientnet_lite
+from chestdx.errors import ChestDxError
+from chestdx.models.backbones import efficientnet_bn, efficientnet_lite, encoder_weights_path
 from chestdx.models.registry import RecipeConfig, register_recipe
 from chestdx.preprocess.spec import InputSpec
 
@@ -17,14 +18,18 @@ class EfficientNetClassifier(nn.Module):
         backbone: ``"lite0"``, ``"lite1"``, ``"lite2"`` (ImageNet weights) or
             ``"efficientnet-b0"`` ... ``"efficientnet-b3"`` (random init).
         num_classes: number of output classes.
-        pretrained: load ImageNet weights (Lite only).
+        pretrained: True for ImageNet weights (Lite only); or the name of a bundled encoder
+            (``"ct-moco-lite0"``: ``chestdx/weights/<name>/encoder.pt``) or the path of an
+            encoder state dict, as written by ``scripts/pretrain_ct_moco.py``; False for
+            random initialisation.
         dropout: dropout before the head.
     """
 
-    def __init__(self, backbone: str = "lite0", num_classes: int = 2, pretrained: bool = True, dropout: float = 0.3) -> None:
+    def __init__(self, backbone: str = "lite0", num_classes: int = 2, pretrained: bool | str = True,
+                 dropout: float = 0.3) -> None:
         super().__init__()
         if backbone.startswith("lite"):
-            net = efficientnet_lite(backbone, pretrained=pretrained)
+            net = efficientnet_lite(backbone, pretrained=pretrained is True)
             act = nn.ReLU6()
         else:
             net = efficientnet_bn(backbone)
@@ -37,6 +42,16 @@ class EfficientNetClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(net._fc.in_features, num_classes)
         self.target_layer = "act_head"
+        if isinstance(pretrained, str):
+            state = torch.load(encoder_weights_path(pretrained), map_location="cpu", weights_only=True)
+            try:
+                missing, unexpected = self.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+            except RuntimeError as exc:  # tensor shapes of another backbone
+                missing, unexpected = [str(exc).splitlines()[-1].strip()], []
+            if unexpected or set(missing) != {"fc.weight", "fc.bias"}:
+                raise ChestDxError(f"encoder weights {pretrained!r} do not fit backbone {backbone!r} "
+                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]}): use the backbone they were "
+                                   "pre-trained with")
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(N, 3, H, W)``. Returns: the last feature maps ``(N, 1280, h, w)``."""
