@@ -4,7 +4,9 @@ Expected: SIRM COVID-19 volumes score high, the CC-CCII common-pneumonia patient
 DRE-Net demo: persons 1-2 COVID-19, persons 3-4 bacterial pneumonia. Also a generated
 `chestdx sample` series (a phantom: its score means nothing clinically). These volumes
 are few and are never used to train or tune a model: they only check that HU and 8-bit
-inputs from real scanners reach the model in the form it was trained on.
+inputs from real scanners reach the model in the form it was trained on. The last line is
+the AUC of P(COVID-19) for telling the COVID-19 studies (SIRM, DRE-Net persons 1-2) from
+the other-pneumonia studies (CC-CCII scans, DRE-Net persons 3-4): 0.5 is no separation.
 
 Usage:
     python benchmarks/real_volumes.py [--data ../shared/data] [--model ct-default]
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chestdx.evaluate.metrics import auc_score
 from chestdx.io import load_study
 from chestdx.io.datasets import cc_ccii, dre_net_demo, sirm_volumes
 from chestdx.io.sample import write_sample_series
@@ -39,19 +42,25 @@ def main() -> None:
     print(f"model {model.name}; P({positive}) per study, decision at threshold {model.threshold}")
     print("| group | study | label | slices used | P(%s) | decision |" % positive)
     print("|---|---|---|---|---|---|")
+    is_covid, all_scores = [], []
     for group, records in groups.items():
         scores = []
         for rec in records:
             out = predict_study(load_study(rec.path, progress=False), model)
             scores.append(out["probabilities"][positive])
+            is_covid.append(rec.label == "covid")
             print(f"| {group} | {rec.path.name} | {rec.label} | {len(out['slices_used'])} | "
                   f"{scores[-1]:.3f} | {out['decision']} |")
         print(f"| {group} | mean of {len(scores)} | | | {np.mean(scores):.3f} | |")
+        all_scores += scores
     with tempfile.TemporaryDirectory() as tmp:
         write_sample_series(Path(tmp) / "s", progress=False)
         out = predict_study(load_study(Path(tmp) / "s", progress=False), model)
         print(f"| chestdx sample (phantom) | sample | - | {len(out['slices_used'])} | "
               f"{out['probabilities'][positive]:.3f} | {out['decision']} |")
+    auc = auc_score(np.asarray(is_covid, int), np.asarray(all_scores))
+    print(f"\nAUC of P({positive}), COVID-19 ({sum(is_covid)} studies) vs other pneumonia "
+          f"({len(is_covid) - sum(is_covid)} studies): {auc:.3f}")
 
 
 if __name__ == "__main__":
