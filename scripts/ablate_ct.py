@@ -45,7 +45,7 @@ ROWS: dict[str, tuple[str | None, dict]] = {
     "jpeg": ("baseline", {"augment": {"jpeg": 1.0}}),
     "lung-crop": ("jpeg", {"input": {"lung_crop": True}}),
     "strong-aug": ("lung-crop", {"augment": {"crop_scale": 0.7}, "train": {"mixup": 0.2}}),
-    "ema": ("strong-aug", {"train": {"ema": 0.99}}),
+    "ema": ("lung-crop", {"train": {"ema": 0.99}}),
     "lite1-240": ("ema", {"params": {"backbone": "lite1"}, "input": {"size": 240}}),
     "res-288": ("ema", {"input": {"size": 288}}),
 }
