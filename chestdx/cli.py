@@ -173,9 +173,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     if args.target:
         target, _, number = args.target.partition("=")
         try:
-            value = float(number)
+            value = 1.0 if target == "f1" and not number else float(number)
         except ValueError:
-            raise ChestDxError(f"--target {args.target!r}: write it as specificity=0.9 or sensitivity=0.95") from None
+            raise ChestDxError(f"--target {args.target!r}: write it as specificity=0.9, sensitivity=0.95 or f1") from None
     _print_json(calibrate_model(args.model, _records(args.data, args.split), target=target, value=value,
                                 split_name=args.split or args.data, progress=not args.quiet))
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint folder (its metadata.json is updated)")
     p.add_argument("--data", required=True, help="ADAPTER:PATH of validation data")
     p.add_argument("--split", default="val", help="records of this split only (default val; '' for all)")
-    p.add_argument("--target", help="operating point, e.g. specificity=0.9 or sensitivity=0.95 (binary models)")
+    p.add_argument("--target", help="operating point: specificity=0.9, sensitivity=0.95 or f1 (best F1; binary models)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("reader-study", help="readers' sensitivity/specificity, unaided vs AI-aided, on the model ROC")

@@ -108,6 +108,15 @@ def test_operating_point_reaches_target_specificity_and_sensitivity():
     assert binary_metrics(y, score, threshold=np.nextafter(next_positive, 1))["sensitivity"] < 0.95
 
 
+def test_operating_point_for_the_best_f1_beats_every_other_threshold():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.zeros(60, int), np.ones(40, int)]
+    score = np.r_[rng.beta(2, 4, 60), rng.beta(4, 2, 40)]
+    best = binary_metrics(y, score, threshold=choose_operating_point(y, score, "f1"))["f1"]
+    for t in np.linspace(0, 1, 101):
+        assert binary_metrics(y, score, threshold=t)["f1"] <= best + 1e-12
+
+
 def test_operating_point_errors_are_user_errors():
     with pytest.raises(ChestDxError, match="specificity"):
         choose_operating_point(np.array([0, 1]), np.array([0.2, 0.8]), "ppv", 0.9)

@@ -186,20 +186,21 @@ def threshold_sweep(y_true: np.ndarray, score: np.ndarray, thresholds: Sequence[
     return rows
 
 
-def choose_operating_point(y_true: np.ndarray, score: np.ndarray, target: str, value: float) -> float:
-    """The threshold that reaches a target specificity or sensitivity on this data.
+def choose_operating_point(y_true: np.ndarray, score: np.ndarray, target: str, value: float = 1.0) -> float:
+    """The threshold that reaches a target specificity or sensitivity, or the best F1, on this data.
 
     Fit it on the validation split and apply it unchanged to the test split. Among the
     thresholds that reach the target, the one that is best for the other metric is
     returned (the lowest threshold for a specificity target, the highest for a
-    sensitivity target). Thresholds lie half-way between consecutive distinct scores so
-    that a score equal to a training score is not on the edge.
+    sensitivity target); for ``"f1"``, the threshold of the highest F1 (the middle one
+    of a tie). Thresholds lie half-way between consecutive distinct scores so that a
+    score equal to a training score is not on the edge.
 
     Args:
         y_true: (n,) 0/1 labels; both classes must be present.
         score: (n,) positive-class scores; a case is positive when ``score >= threshold``.
-        target: ``"specificity"`` or ``"sensitivity"``.
-        value: the minimum the target metric must reach, in (0, 1].
+        target: ``"specificity"``, ``"sensitivity"`` or ``"f1"``.
+        value: the minimum the target metric must reach, in (0, 1] (unused for ``"f1"``).
 
     Returns:
         The threshold.
@@ -207,8 +208,8 @@ def choose_operating_point(y_true: np.ndarray, score: np.ndarray, target: str, v
     Raises:
         ChestDxError: unknown target, value outside (0, 1], or a class missing.
     """
-    if target not in ("specificity", "sensitivity"):
-        raise ChestDxError(f"operating-point target {target!r} is unknown: use 'specificity' or 'sensitivity'")
+    if target not in ("specificity", "sensitivity", "f1"):
+        raise ChestDxError(f"operating-point target {target!r} is unknown: use 'specificity', 'sensitivity' or 'f1'")
     if not 0.0 < value <= 1.0:
         raise ChestDxError(f"operating-point value {value} is outside (0, 1]: give a fraction such as 0.9")
     y = np.asarray(y_true) == 1
@@ -217,6 +218,10 @@ def choose_operating_point(y_true: np.ndarray, score: np.ndarray, target: str, v
         raise ChestDxError("choosing an operating point needs positive and negative cases: use a validation split holding both classes")
     unique = np.unique(score)
     candidates = np.concatenate([[unique[0]], (unique[:-1] + unique[1:]) / 2, [np.nextafter(unique[-1], np.inf)]])
+    if target == "f1":
+        f1 = np.array([_decision_metrics(y, score >= t)["f1"] for t in candidates])
+        best = np.flatnonzero(f1 == np.nanmax(f1))
+        return float(candidates[best[len(best) // 2]])
     if target == "specificity":
         negatives = np.sort(score[~y])
         reached = np.searchsorted(negatives, candidates, side="left") / negatives.size
