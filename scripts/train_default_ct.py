@@ -93,7 +93,7 @@ def main() -> None:
         config = row_config(args.row)
         export_onnx(load_model(out / run).net, out / run, config.input.size)
         # Operating point: the threshold of the best F1 on val (the benchmark's metric), kept for test.
-        calibrate_model(str(out / run), val, target="f1", split_name="val (official)", progress=False)
+        calibrate_model(str(out / run), val, target="f1", value=1.0, split_name="val (official)", progress=False)
         model = load_model(out / run)
         per_seed[seed] = {split: score(model, recs, model.threshold, seed) for split, recs in (("val", val),
                                                                                               ("test", test))}

@@ -210,7 +210,7 @@ def choose_operating_point(y_true: np.ndarray, score: np.ndarray, target: str, v
     """
     if target not in ("specificity", "sensitivity", "f1"):
         raise ChestDxError(f"operating-point target {target!r} is unknown: use 'specificity', 'sensitivity' or 'f1'")
-    if not 0.0 < value <= 1.0:
+    if target != "f1" and not (value is not None and 0.0 < value <= 1.0):
         raise ChestDxError(f"operating-point value {value} is outside (0, 1]: give a fraction such as 0.9")
     y = np.asarray(y_true) == 1
     score = np.asarray(score, dtype=float)
