@@ -98,11 +98,12 @@ def segment_lungs(
     n, h, w = vol.shape
     factor = max(1, int(round(max(h, w) / WORK_SIZE)))
     step = -(-n // WORK_SLICES) if mode == "3d" else 1
-    small = _downsample(vol[step // 2::step] if step > 1 else vol, factor)
+    sampled = vol[step // 2::step]  # every slice when step is 1
+    small = _downsample(sampled, factor)
     pixel_mm = (float(spacing[1]) if spacing is not None else ASSUMED_FOV_MM / max(h, w)) * factor
 
     dark = small < _air_threshold(small, intensity)
-    lungs, hull = _inside_body(dark, _content_boxes(vol[step // 2::step] if step > 1 else vol, factor))
+    lungs, hull = _inside_body(dark, _content_boxes(sampled, factor))
     lungs = _morph(ndimage.binary_opening, lungs, _radius(OPEN_MM, pixel_mm))
     lungs = _largest_3d(lungs) if mode == "3d" else _largest_2d(lungs, hull)
     airways = _airways(lungs, hull)
