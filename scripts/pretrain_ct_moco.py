@@ -70,15 +70,17 @@ def main() -> None:
         counts[source] = {"studies": len(records), "slices": len(samples)}
         print(source, counts[source], flush=True)
     net = EfficientNetClassifier("lite0", num_classes=2, pretrained=True)
+    queue = min(4096, len(slices) - 32)  # negatives: at most the other slices of an epoch
     t0 = time.time()
-    net, history = pretrain_moco(net, slices, epochs=args.epochs, seed=args.seed, max_minutes=args.max_minutes)
+    net, history = pretrain_moco(net, slices, epochs=args.epochs, queue_size=queue, seed=args.seed,
+                                 max_minutes=args.max_minutes)
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() for k, v in net.state_dict().items() if not k.startswith("fc.")}
     torch.save(state, args.out / "encoder.pt")
     card = {"name": args.out.name, "what": "EfficientNet-Lite0 slice encoder (stem, blocks, head conv), ImageNet "
             "weights then MoCo v2 on unlabelled CT; no classifier", "input": spec.to_dict(),
             "data": counts, "n_slices": len(slices), "augment": VIEW_AUGMENT, "seed": args.seed,
-            "settings": {"epochs": args.epochs, "batch_size": 32, "lr": 0.03, "queue": 4096, "momentum": 0.99,
+            "settings": {"epochs": args.epochs, "batch_size": 32, "lr": 0.03, "queue": queue, "momentum": 0.99,
                          "temperature": 0.2}, "history": history, "seconds": round(time.time() - t0, 1),
             "date": time.strftime("%Y-%m-%d"), "intended_use": "initialisation for fine-tuning; research only"}
     (args.out / "encoder.json").write_text(json.dumps(card, indent=2) + "\n")

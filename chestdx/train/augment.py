@@ -92,7 +92,7 @@ def slice_augmenter(size: int, options: dict | None = None, seed: int = 0) -> Co
     o = {**DEFAULT_AUGMENT, **(options or {})}
     transforms = []
     if o["crop_scale"]:
-        # Random resized crop: a square of crop_scale..1 of each side, resized back.
+        # Random resized crop: each side crop_scale..1 of its length (drawn separately), resized back.
         transforms += [RandScaleCrop(roi_scale=o["crop_scale"], max_roi_scale=1.0, random_size=True),
                        Resize((size, size))]
     transforms += [
