@@ -180,6 +180,17 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                                 split_name=args.split or args.data, progress=not args.quiet))
 
 
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    """Put trained ai-corona checkpoints together as one ensemble checkpoint (with its ONNX export)."""
+    from chestdx.models.checkpoint import assemble_ensemble, export_onnx, load_model
+
+    out = assemble_ensemble(args.members, args.out)
+    model = load_model(out)
+    files = export_onnx(model.net, out, model.config.input.size, model.config.input.channels)
+    _print_json({"ensemble": str(out), "members": len(args.members), "onnx": [f.name for f in files],
+                 "next": f"chestdx calibrate --model {out} --data ADAPTER:PATH --target f1"})
+
+
 def _fmt(value) -> str:
     return "  n/a" if value is None else f"{value:.3f}"
 
@@ -280,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="records of this split only (default val; '' for all)")
     p.add_argument("--target", help="operating point: specificity=0.9, sensitivity=0.95 or f1 (best F1; binary models)")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("ensemble", help="put ai-corona checkpoints trained with different seeds together as one model")
+    p.add_argument("members", nargs="+", help="checkpoint folders (same recipe, classes and input)")
+    p.add_argument("--out", required=True, help="folder of the ensemble checkpoint")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("reader-study", help="readers' sensitivity/specificity, unaided vs AI-aided, on the model ROC")
     p.add_argument("--truth", required=True)

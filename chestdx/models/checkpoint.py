@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,15 +33,16 @@ class LoadedModel:
         config: the recipe config it was built from.
         card: the model card (``metadata.json`` contents).
         path: the checkpoint folder.
-        session: ONNX Runtime session of ``model.onnx`` (outputs: slice features, logits)
-            when the checkpoint ships one, else None.
+        sessions: ONNX Runtime sessions (outputs: slice features, logits) of ``model.onnx``,
+            or of ``model-<i>.onnx`` for each member of an ensemble, when the checkpoint
+            ships them; else empty.
     """
 
     net: nn.Module
     config: RecipeConfig
     card: dict
     path: Path
-    session: object | None = None
+    sessions: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -132,10 +133,20 @@ class _FeaturesAndLogits(nn.Module):
         return features, self.net.head(features)
 
 
-def export_onnx(net: nn.Module, out_dir: str | Path, size: int, channels: int = 3) -> Path:
+def onnx_files(path: Path) -> list[Path]:
+    """Args: path: a checkpoint folder. Returns: its ONNX files (one, or one per ensemble member, in order)."""
+    if (path / ONNX_FILE).is_file():
+        return [path / ONNX_FILE]
+    return sorted(path.glob("model-*.onnx"), key=lambda p: int(p.stem.split("-")[1]))
+
+
+def export_onnx(net: nn.Module, out_dir: str | Path, size: int, channels: int = 3) -> list[Path]:
     """Write ``model.onnx`` (inputs ``x`` (n, C, size, size); outputs features and logits).
 
-    Only for networks whose slice logits are ``head(encode(x))`` (slice-level recipes).
+    Only for networks whose slice logits are ``head(encode(x))`` (slice-level recipes). An
+    ensemble (a network with ``members``) gets one file per member, ``model-<i>.onnx``, each
+    under the size of a single model; its features are the members' side by side and its
+    logits their mean.
 
     Args:
         net: the network in eval mode.
@@ -144,14 +155,59 @@ def export_onnx(net: nn.Module, out_dir: str | Path, size: int, channels: int = 
         channels: input channels.
 
     Returns:
-        The file written.
+        The files written.
     """
-    path = Path(out_dir) / ONNX_FILE
+    members = list(getattr(net, "members", []))
+    targets = [(m, Path(out_dir) / f"model-{i}.onnx") for i, m in enumerate(members)] or [(net, Path(out_dir) / ONNX_FILE)]
     example = torch.zeros(1, channels, size, size)
-    torch.onnx.export(_FeaturesAndLogits(net.eval()), example, path, input_names=["x"],
-                      output_names=["features", "logits"], dynamic_axes={"x": {0: "n"}, "features": {0: "n"},
-                                                                         "logits": {0: "n"}}, dynamo=False)
-    return path
+    for module, path in targets:
+        # The wrapper is put in eval mode too: the exporter restores its mode, and with it the network's.
+        torch.onnx.export(_FeaturesAndLogits(module).eval(), example, path, input_names=["x"],
+                          output_names=["features", "logits"], dynamic_axes={"x": {0: "n"}, "features": {0: "n"},
+                                                                             "logits": {0: "n"}}, dynamo=False)
+    return [path for _, path in targets]
+
+
+def assemble_ensemble(member_dirs: list[str | Path], out_dir: str | Path, name: str | None = None) -> Path:
+    """Put separately trained ai-corona checkpoints together as one ensemble checkpoint.
+
+    The members must share recipe, classes, input and network parameters (they differ by
+    seed). Weights are stored in fp16 (loaded back as fp32) so that an ensemble of three
+    Lite0 networks stays under 25 MB; temperature and threshold start at 1.0 / 0.5 and are
+    fitted with ``chestdx calibrate``.
+
+    Args:
+        member_dirs: checkpoint folders of the members (at least two).
+        out_dir: folder to write (created).
+        name: the ensemble's name (default: the folder name).
+
+    Returns:
+        The folder.
+
+    Raises:
+        ChestDxError: fewer than two members, or members that differ in more than their training.
+    """
+    if len(member_dirs) < 2:
+        raise ChestDxError("an ensemble needs at least two member checkpoints")
+    cards = [json.loads((resolve_model_path(d) / CARD_FILE).read_text()) for d in member_dirs]
+    recipes = [{k: v for k, v in c["recipe"].items() if k != "train"} for c in cards]
+    if recipes[0]["name"] != "ai-corona" or any(r != recipes[0] for r in recipes[1:]):
+        raise ChestDxError("ensemble members must be ai-corona checkpoints with the same classes, input and network "
+                           "parameters: " + ", ".join(str(d) for d in member_dirs))
+    config = RecipeConfig.from_dict(cards[0]["recipe"])
+    config.params = {**config.params, "members": len(member_dirs)}
+    net = build_model(RecipeConfig.from_dict({**config.to_dict(), "params": {**config.params, "pretrained": False}}))
+    for module, d in zip(net.members, member_dirs):
+        state = torch.load(resolve_model_path(d) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    out = Path(out_dir)
+    members = [{"name": c.get("name"), "seed": c.get("training", {}).get("seed"),
+                "val_auc": c.get("metrics", {}).get("val", {}).get("auc"), "training": c.get("training")}
+               for c in cards]
+    card = make_card(config, name or out.name, members=members,
+                     training={"data": cards[0].get("training", {}).get("data"),
+                               "seconds": sum(c.get("training", {}).get("seconds", 0) for c in cards)})
+    return save_checkpoint(net, card, out, half=True)
 
 
 def _onnx_session(path: Path):
@@ -216,5 +272,5 @@ def load_model(name_or_path: str | Path | None = None, kind: str = "ct-volume") 
     state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     net.eval()
-    session = _onnx_session(path / ONNX_FILE) if (path / ONNX_FILE).is_file() else None
-    return LoadedModel(net=net, config=config, card=card, path=path, session=session)
+    sessions = [_onnx_session(f) for f in onnx_files(path)]
+    return LoadedModel(net=net, config=config, card=card, path=path, sessions=sessions)

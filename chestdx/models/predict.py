@@ -16,8 +16,10 @@ from chestdx.preprocess.pipeline import PreparedStudy, prepare_study
 def slice_logits(model: LoadedModel, x: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-slice logits (and features when the model pools features) for prepared slices.
 
-    Runs in float32: through ONNX Runtime when the checkpoint ships ``model.onnx`` (same
-    probabilities within 1e-5, about twice as fast here), else through torch.
+    Runs in float32: through ONNX Runtime when the checkpoint ships its ONNX export (same
+    probabilities within 1e-5, about twice as fast here), else through torch. An ensemble's
+    members each run their own ONNX file: features side by side, logits averaged (as
+    `EfficientNetEnsemble` does).
 
     Args:
         model: the loaded model.
@@ -28,11 +30,14 @@ def slice_logits(model: LoadedModel, x: np.ndarray, batch_size: int = 32) -> tup
         ``(logits (n, K), features (n, D) or None)``; logits are before temperature.
     """
     pool_features = model.config.aggregator == "mean-features"
-    if model.session is not None:
-        outs = [model.session.run(None, {"x": np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)})
-                for i in range(0, len(x), batch_size)]
-        feats = np.concatenate([o[0] for o in outs])
-        return np.concatenate([o[1] for o in outs]), (feats if pool_features else None)
+    if model.sessions:
+        feats, logits = [], []
+        for session in model.sessions:
+            outs = [session.run(None, {"x": np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)})
+                    for i in range(0, len(x), batch_size)]
+            feats.append(np.concatenate([o[0] for o in outs]))
+            logits.append(np.concatenate([o[1] for o in outs]))
+        return np.mean(logits, 0), (np.concatenate(feats, 1) if pool_features else None)
     net = model.net
     per_slice = getattr(net, "forward_slices", None)
     logits, feats = [], []

@@ -77,6 +77,46 @@ class EfficientNetClassifier(nn.Module):
         return self.head(self.encode(x))
 
 
+class EfficientNetEnsemble(nn.Module):
+    """A deep ensemble of `EfficientNetClassifier` members with the same backbone and input.
+
+    Slice features are the members' features side by side and the logits the mean of the
+    members' logits, so the ensemble keeps the single network's ``encode`` / ``head`` contract
+    (study pooling, CAM and ONNX export per member work unchanged). Members are trained
+    separately (one seed each) and put together with `chestdx.models.checkpoint.assemble_ensemble`.
+
+    Args:
+        members: number of members.
+        **member_args: arguments of each `EfficientNetClassifier`.
+    """
+
+    def __init__(self, members: int, **member_args) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(EfficientNetClassifier(**member_args) for _ in range(members))
+        self.fused_maps = nn.Identity()  # hook point: all members' feature maps, channels concatenated
+        self.target_layer = "fused_maps"
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(N, 3, H, W)``. Returns: every member's last feature maps ``(N, M * 1280, h, w)``."""
+        return self.fused_maps(torch.cat([m.feature_maps(x) for m in self.members], 1))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(N, 3, H, W)``. Returns: pooled slice features ``(N, M * 1280)``."""
+        return self.feature_maps(x).mean((2, 3))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Args: features: ``(..., M * 1280)``. Returns: the mean of the members' logits ``(..., K)``."""
+        chunks = features.chunk(len(self.members), -1)
+        return torch.stack([m.head(c) for m, c in zip(self.members, chunks)]).mean(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: slices ``(B, 3, H, W)`` or bags ``(B, S, 3, H, W)``. Returns: logits ``(B, K)``."""
+        if x.ndim == 5:
+            b, s = x.shape[:2]
+            return self.head(self.encode(x.flatten(0, 1)).view(b, s, -1).mean(1))
+        return self.head(self.encode(x))
+
+
 AI_CORONA = RecipeConfig(
     name="ai-corona",
     input=InputSpec(window="lung", clip_top_percent=0.5, selection="middle", middle_fraction=0.5,
@@ -90,6 +130,10 @@ AI_CORONA = RecipeConfig(
 
 
 @register_recipe(AI_CORONA)
-def build_ai_corona(config: RecipeConfig) -> EfficientNetClassifier:
-    """Args: config: an ai-corona config. Returns: the network."""
-    return EfficientNetClassifier(num_classes=len(config.classes), **config.params)
+def build_ai_corona(config: RecipeConfig) -> EfficientNetClassifier | EfficientNetEnsemble:
+    """Args: config: an ai-corona config (param ``members`` > 1: an ensemble). Returns: the network."""
+    params = dict(config.params)
+    members = int(params.pop("members", 1))
+    if members > 1:
+        return EfficientNetEnsemble(members, num_classes=len(config.classes), **params)
+    return EfficientNetClassifier(num_classes=len(config.classes), **params)
