@@ -201,9 +201,10 @@ def assemble_ensemble(member_dirs: list[str | Path], out_dir: str | Path, name: 
         state = torch.load(resolve_model_path(d) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     out = Path(out_dir)
+    aucs = [c.get("metrics", {}).get("val", {}).get("auc") for c in cards]
     members = [{"name": c.get("name"), "seed": c.get("training", {}).get("seed"),
-                "val_auc": c.get("metrics", {}).get("val", {}).get("auc"), "training": c.get("training")}
-               for c in cards]
+                "val_auc": auc["value"] if isinstance(auc, dict) else auc, "training": c.get("training")}
+               for c, auc in zip(cards, aucs)]
     card = make_card(config, name or out.name, members=members,
                      training={"data": cards[0].get("training", {}).get("data"),
                                "seconds": sum(c.get("training", {}).get("seconds", 0) for c in cards)})
