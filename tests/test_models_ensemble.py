@@ -106,6 +106,8 @@ def test_members_that_differ_are_refused(ensemble, tmp_path):
         assemble_ensemble([root / "m0", tmp_path / "other"], tmp_path / "bad")
     with pytest.raises(ChestDxError, match="at least two"):
         assemble_ensemble([root / "m0"], tmp_path / "bad")
+    with pytest.raises(ChestDxError, match="ensemble already"):
+        assemble_ensemble([root / "ens", root / "ens"], tmp_path / "bad")
 
 
 def test_cli_ensemble_writes_a_loadable_model(ensemble, tmp_path, capsys):

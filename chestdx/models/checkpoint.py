@@ -194,6 +194,8 @@ def assemble_ensemble(member_dirs: list[str | Path], out_dir: str | Path, name: 
     if recipes[0]["name"] != "ai-corona" or any(r != recipes[0] for r in recipes[1:]):
         raise ChestDxError("ensemble members must be ai-corona checkpoints with the same classes, input and network "
                            "parameters: " + ", ".join(str(d) for d in member_dirs))
+    if recipes[0]["params"].get("members", 1) > 1:
+        raise ChestDxError(f"{member_dirs[0]} is an ensemble already: give the checkpoints of its members instead")
     config = RecipeConfig.from_dict(cards[0]["recipe"])
     config.params = {**config.params, "members": len(member_dirs)}
     net = build_model(RecipeConfig.from_dict({**config.to_dict(), "params": {**config.params, "pretrained": False}}))
