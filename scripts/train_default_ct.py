@@ -23,13 +23,12 @@ import statistics
 import time
 from pathlib import Path
 
-from ablate_ct import ROWS, row_config
+from ablate_ct import ROWS, row_config, train_row
 
 from chestdx.evaluate.report import evaluate_predictions
 from chestdx.evaluate.run import calibrate_model, predict_records
 from chestdx.io.datasets import ucsd_covid_ct
 from chestdx.models.checkpoint import BUNDLED_DIR, CARD_FILE, assemble_ensemble, export_onnx, load_model
-from chestdx.train.loop import fit
 
 KEYS = ("auc", "f1", "sensitivity", "specificity", "accuracy", "kappa")
 
@@ -75,13 +74,12 @@ def train_member(row: str, seed: int, out: Path, reuse: str | None, train: list,
     Returns:
         The member's checkpoint folder (trained, or copied from ``reuse``).
     """
-    run = out / f"{row}-seed{seed}"
-    reused = Path(reuse) / run.name if reuse else None
-    if reused is not None and (reused / CARD_FILE).is_file():
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.copytree(reused, run)
-    else:
-        fit(row_config(row), train, val, run, seed=seed, name=run.name, data_description=data, threads=2)
+    reused = Path(reuse) / f"{row}-seed{seed}" if reuse else None
+    if reused is None or not (reused / CARD_FILE).is_file():
+        return train_row(row, seed, out, False, train, val, data)
+    run = out / reused.name
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(reused, run)
     return run
 
 
