@@ -122,7 +122,7 @@ def main() -> None:
         print(key, json.dumps({s: {k: round(results[key][s][k]["value"], 4) for k in KEYS}
                                for s in ("val", "test")}), flush=True)
     best = max(results, key=lambda k: results[k]["val"]["auc"]["value"])
-    print("installed candidate (best val AUC): seeds", best, flush=True)
+    print("chosen candidate (best val AUC): seeds", best, flush=True)
     chosen = folders[best]
     card = json.loads((chosen / CARD_FILE).read_text())
     card["name"] = "ct-default"
