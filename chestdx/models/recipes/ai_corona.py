@@ -109,12 +109,8 @@ class EfficientNetEnsemble(nn.Module):
         chunks = features.chunk(len(self.members), -1)
         return torch.stack([m.head(c) for m, c in zip(self.members, chunks)]).mean(0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x: slices ``(B, 3, H, W)`` or bags ``(B, S, 3, H, W)``. Returns: logits ``(B, K)``."""
-        if x.ndim == 5:
-            b, s = x.shape[:2]
-            return self.head(self.encode(x.flatten(0, 1)).view(b, s, -1).mean(1))
-        return self.head(self.encode(x))
+    # Slices or bags, through this class's encode / head: the single network's forward as it stands.
+    forward = EfficientNetClassifier.forward
 
 
 AI_CORONA = RecipeConfig(
