@@ -1,7 +1,9 @@
 """Accuracy ingredients of training: JPEG re-encoding, random resized crop, mixup, EMA,
-bf16 only where native, MoCo v2 pre-training and loading its encoder."""
+knowledge distillation, bf16 only where native, MoCo v2 pre-training and loading its encoder."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -67,6 +69,50 @@ def test_mixup_of_identical_samples_changes_nothing_and_mixes_otherwise():
     x2, y2 = torch.randn(6, 5), torch.tensor([0, 1, 0, 1, 0, 1])
     mixed = mixup_loss(net, x2, y2, 2, 0.4, 0.0, np.random.default_rng(1), bf16=False)
     assert not torch.allclose(mixed, F.cross_entropy(net(x2), y2))
+
+
+def test_distillation_from_a_copy_of_the_student_leaves_only_the_label_term():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(5, 2)
+    x, y = torch.randn(8, 5), torch.randint(0, 2, (8,))
+    rng = np.random.default_rng(0)
+    loss = mixup_loss(net, x, y, 2, 0.0, 0.0, rng, False, teacher=net, distil={"weight": 0.3, "temperature": 2.0})
+    assert torch.allclose(loss, 0.7 * F.cross_entropy(net(x), y), atol=1e-6)
+
+
+def test_distillation_term_is_the_softened_kl_to_the_teacher_and_trains_only_the_student():
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(5, 2), torch.nn.Linear(5, 2)
+    x, y = torch.randn(8, 5), torch.randint(0, 2, (8,))
+    loss = mixup_loss(student, x, y, 2, 0.0, 0.0, np.random.default_rng(0), False, teacher=teacher,
+                      distil={"weight": 1.0, "temperature": 3.0})
+    p_t = F.softmax(teacher(x) / 3, 1)
+    expected = 9 * torch.sum(p_t * (torch.log(p_t) - F.log_softmax(student(x) / 3, 1)), 1).mean()
+    assert torch.allclose(loss, expected, atol=1e-6) and loss > 0
+    loss.backward()
+    assert student.weight.grad is not None and teacher.weight.grad is None
+
+
+def test_fit_distils_from_a_saved_teacher_and_refuses_one_of_other_input(tmp_path):
+    from tests.test_train_predict import _tiny_config, _write_slices
+
+    records = _write_slices(tmp_path / "s", n_per_class=4)
+    teacher_config = _tiny_config()
+    teacher_config.train = {**teacher_config.train, "epochs": 1}
+    fit(teacher_config, records, records, tmp_path / "teacher", seed=0, progress=False, threads=1)
+    plain, student = _tiny_config(), _tiny_config()
+    for config in (plain, student):
+        config.train = {**config.train, "epochs": 1}
+    student.train["distil"] = {"teacher": str(tmp_path / "teacher"), "weight": 0.5, "temperature": 2.0}
+    a = fit(plain, records, records, None, seed=0, progress=False, threads=1)
+    b = fit(student, records, records, None, seed=0, progress=False, threads=1)
+    assert a.history[0]["train_loss"] != b.history[0]["train_loss"]
+    assert b.card["training"]["stages"][0]["distil"]["teacher"] == str(tmp_path / "teacher")
+    other = _tiny_config()
+    other.input = dataclasses.replace(other.input, size=other.input.size + 8)
+    other.train = {**student.train}
+    with pytest.raises(ChestDxError, match="does not fit this recipe"):
+        fit(other, records, records, None, seed=0, progress=False, threads=1)
 
 
 def test_bf16_auto_is_resolved_per_machine():

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from chestdx.evaluate.calibration import TemperatureScaler
 from chestdx.evaluate.metrics import auc_score, binary_metrics, multiclass_metrics
-from chestdx.models.checkpoint import make_card, save_checkpoint
+from chestdx.errors import ChestDxError
+from chestdx.models.checkpoint import load_model, make_card, save_checkpoint
 from chestdx.models.registry import RecipeConfig, build_model
 from chestdx.train.augment import augment_batch, slice_augmenter
 from chestdx.train.data import SampleSet, build_samples, to_model_input
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRAIN = {"epochs": 10, "lr": 3e-4, "weight_decay": 1e-4, "batch_size": 16, "optimizer": "adamw",
                  "patience": 4, "warmup_frac": 0.1, "label_smoothing": 0.0, "bf16": "auto", "max_minutes": None,
-                 "mixup": 0.0, "ema": None}
+                 "mixup": 0.0, "ema": None, "distil": None}
 
 
 @dataclass
@@ -79,7 +80,10 @@ def stages_of(config: RecipeConfig) -> list[dict]:
     `DEFAULT_TRAIN` (``bf16`` is True, False or ``"auto"``: bfloat16 autocast where the CPU
     has it natively; ``max_minutes`` stops a stage after the epoch that uses up that budget;
     ``mixup`` is the Beta(a, a) parameter of mixup, 0 for none; ``ema`` the decay of an
-    exponential moving average of the weights, which is then what is validated and kept).
+    exponential moving average of the weights, which is then what is validated and kept;
+    ``distil`` is ``{"teacher": model name or folder, "weight": w, "temperature": T}`` to learn
+    from a trained model's outputs on the same augmented batch as well as from the labels, see
+    `mixup_loss`).
 
     Args:
         config: the recipe config.
@@ -142,8 +146,14 @@ def _stack(samples: SampleSet, idx: np.ndarray) -> torch.Tensor:
 
 
 def mixup_loss(fn, x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: float, label_smoothing: float,
-               rng: np.random.Generator, bf16: bool) -> torch.Tensor:
-    """Cross-entropy of a batch, with mixup (Zhang et al. 2018) when ``alpha > 0``.
+               rng: np.random.Generator, bf16: bool, teacher: torch.nn.Module | None = None,
+               distil: dict | None = None) -> torch.Tensor:
+    """Cross-entropy of a batch, with mixup (Zhang et al. 2018) when ``alpha > 0`` and
+    knowledge distillation (Hinton et al. 2015) when a teacher is given.
+
+    With a teacher the loss is ``(1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T)``,
+    both softened by the temperature ``T``; the teacher sees exactly the (augmented, mixed)
+    batch the student sees, as in "function matching" (Beyer et al. 2022).
 
     Args:
         fn: the network method to call.
@@ -154,6 +164,8 @@ def mixup_loss(fn, x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: floa
         label_smoothing: label smoothing of the targets.
         rng: generator for the mixing weight and partner order.
         bf16: run the forward pass under bfloat16 autocast.
+        teacher: a trained network in eval mode, or None.
+        distil: ``{"weight": w, "temperature": T}`` (with ``teacher``).
 
     Returns:
         The scalar loss.
@@ -165,8 +177,38 @@ def mixup_loss(fn, x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: floa
         x = lam * x + (1 - lam) * x[perm]
         target = lam * target + (1 - lam) * target[perm]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = fn(x)
-    return torch.sum(-target * F.log_softmax(logits.float(), 1), 1).mean()
+        logits = fn(x).float()
+    loss = torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+    if teacher is None:
+        return loss
+    weight, temperature = distil["weight"], distil["temperature"]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        soft = F.softmax(teacher(x).float() / temperature, 1)
+    kd = F.kl_div(F.log_softmax(logits / temperature, 1), soft, reduction="batchmean")
+    return (1 - weight) * loss + weight * temperature ** 2 * kd
+
+
+def load_teacher(distil: dict, config: RecipeConfig) -> torch.nn.Module:
+    """The teacher network of a distillation stage, checked against the student's recipe.
+
+    Args:
+        distil: the stage's ``distil`` dict (``teacher``: bundled model name or folder).
+        config: the student's recipe config.
+
+    Returns:
+        The teacher in eval mode, float32, channels-last.
+
+    Raises:
+        ChestDxError: the teacher reads other input or predicts other classes than the student.
+    """
+    teacher = load_model(distil["teacher"])
+    if teacher.config.input != config.input or tuple(teacher.config.classes) != tuple(config.classes):
+        raise ChestDxError(f"teacher {distil['teacher']} does not fit this recipe: it needs the same input spec "
+                           f"and classes as the student (teacher {teacher.config.input}, "
+                           f"{list(teacher.config.classes)}); train or pick a teacher of the same recipe input")
+    for p in teacher.net.parameters():
+        p.requires_grad_(False)
+    return teacher.net.to(memory_format=torch.channels_last).eval()
 
 
 def predict_samples(net: torch.nn.Module, samples: SampleSet, config: RecipeConfig, method: str = "forward",
@@ -258,6 +300,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
                                                     pct_start=stage["warmup_frac"], anneal_strategy="cos")
         augmenter = slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
         fn = getattr(net, stage["method"])
+        teacher = load_teacher(stage["distil"], config) if stage["distil"] else None
         ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(stage["ema"]), use_buffers=True)
                if stage["ema"] else None)
         scored = ema.module if ema is not None else net
@@ -275,7 +318,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(tr.y[idx])
                 loss = mixup_loss(fn, x, y, len(config.classes), stage["mixup"], stage["label_smoothing"], rng,
-                                  stage["bf16"])
+                                  stage["bf16"], teacher, stage["distil"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
