@@ -4,6 +4,7 @@ knowledge distillation, bf16 only where native, MoCo v2 pre-training and loading
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -108,6 +109,9 @@ def test_fit_distils_from_a_saved_teacher_and_refuses_one_of_other_input(tmp_pat
     b = fit(student, records, records, None, seed=0, progress=False, threads=1)
     assert a.history[0]["train_loss"] != b.history[0]["train_loss"]
     assert b.card["training"]["stages"][0]["distil"]["teacher"] == str(tmp_path / "teacher")
+    teacher_card = json.loads((tmp_path / "teacher" / "metadata.json").read_text())
+    assert b.card["training"]["teachers"]["stage1"]["date"] == teacher_card["date"]
+    assert "teachers" not in a.card["training"]
     other = _tiny_config()
     other.input = dataclasses.replace(other.input, size=other.input.size + 8)
     other.train = {**student.train}

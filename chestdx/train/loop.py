@@ -188,7 +188,7 @@ def mixup_loss(fn, x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: floa
     return (1 - weight) * loss + weight * temperature ** 2 * kd
 
 
-def load_teacher(distil: dict, config: RecipeConfig) -> torch.nn.Module:
+def load_teacher(distil: dict, config: RecipeConfig) -> tuple[torch.nn.Module, dict]:
     """The teacher network of a distillation stage, checked against the student's recipe.
 
     Args:
@@ -196,7 +196,8 @@ def load_teacher(distil: dict, config: RecipeConfig) -> torch.nn.Module:
         config: the student's recipe config.
 
     Returns:
-        The teacher in eval mode, float32, channels-last.
+        The teacher in eval mode (float32, channels-last), and what identifies it for the
+        student's card (name, folder, date, commit and val AUC of its card).
 
     Raises:
         ChestDxError: the teacher reads other input or predicts other classes than the student.
@@ -208,7 +209,11 @@ def load_teacher(distil: dict, config: RecipeConfig) -> torch.nn.Module:
                            f"{list(teacher.config.classes)}); train or pick a teacher of the same recipe input")
     for p in teacher.net.parameters():
         p.requires_grad_(False)
-    return teacher.net.to(memory_format=torch.channels_last).eval()
+    card = teacher.card
+    auc = card.get("metrics", {}).get("val", {}).get("auc")  # a bare value, or value + CI in final cards
+    provenance = {"name": card.get("name"), "path": str(teacher.path), "date": card.get("date"),
+                  "git_commit": card.get("git_commit"), "val_auc": auc["value"] if isinstance(auc, dict) else auc}
+    return teacher.net.to(memory_format=torch.channels_last).eval(), provenance
 
 
 def predict_samples(net: torch.nn.Module, samples: SampleSet, config: RecipeConfig, method: str = "forward",
@@ -279,6 +284,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
     rng = np.random.default_rng(seed)
     cache_train, cache_val = dict(train_samples or {}), dict(val_samples or {})
     history: list[dict] = []
+    teachers: dict[str, dict] = {}
     start = time.time()
     for stage in stages_of(config):
         unit = stage["unit"]
@@ -300,7 +306,9 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
                                                     pct_start=stage["warmup_frac"], anneal_strategy="cos")
         augmenter = slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
         fn = getattr(net, stage["method"])
-        teacher = load_teacher(stage["distil"], config) if stage["distil"] else None
+        teacher = None
+        if stage["distil"]:
+            teacher, teachers[stage["name"]] = load_teacher(stage["distil"], config)
         ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(stage["ema"]), use_buffers=True)
                if stage["ema"] else None)
         scored = ema.module if ema is not None else net
@@ -350,14 +358,15 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
         p.requires_grad_(True)
     net.eval()
     last = stages_of(config)[-1]
-    card = _card(net, config, cache_val[last["unit"]], last, seed, name, history, time.time() - start, data_description)
+    card = _card(net, config, cache_val[last["unit"]], last, seed, name, history, time.time() - start, data_description,
+                 teachers)
     if out_dir is not None:
         save_checkpoint(net, card, out_dir)
     return TrainResult(net=net, card=card, history=history, out_dir=Path(out_dir) if out_dir else None)
 
 
 def _card(net, config, val: SampleSet, stage: dict, seed: int, name: str | None, history: list[dict],
-          seconds: float, data_description: dict | None) -> dict:
+          seconds: float, data_description: dict | None, teachers: dict[str, dict]) -> dict:
     logits = predict_samples(net, val, config, stage["method"], bf16=False)  # as prediction runs: float32
     scaler = TemperatureScaler().fit(logits, val.y)
     probs = scaler.transform(logits)
@@ -372,7 +381,8 @@ def _card(net, config, val: SampleSet, stage: dict, seed: int, name: str | None,
         threshold=0.5,
         training={"seed": seed, "seconds": round(seconds, 1), "epochs_run": len(history),
                   "stages": [{k: v for k, v in s.items()} for s in stages_of(config)],
-                  "data": data_description or {}, "history": history},
+                  "data": data_description or {}, "history": history,
+                  **({"teachers": teachers} if teachers else {})},
         metrics={"val": {"level": "sample", "n": int(len(val)),
                          **{k: (None if isinstance(v, float) and math.isnan(v) else round(float(v), 4))
                             for k, v in val_metrics.items()}}},
