@@ -173,7 +173,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     if args.target:
         target, _, number = args.target.partition("=")
         try:
-            value = 1.0 if target == "f1" and not number else float(number)
+            value = None if target == "f1" and not number else float(number)
         except ValueError:
             raise ChestDxError(f"--target {args.target!r}: write it as specificity=0.9, sensitivity=0.95 or f1") from None
     _print_json(calibrate_model(args.model, _records(args.data, args.split), target=target, value=value,

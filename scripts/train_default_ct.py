@@ -111,7 +111,7 @@ def main() -> None:
         folder = runs[0] if len(runs) == 1 else assemble_ensemble(runs, out / f"{args.row}-ensemble-{key.replace('+', '-')}")
         export_onnx(load_model(folder).net, folder, size)
         # Operating point: the threshold of the best F1 on val (the benchmark's metric), kept for test.
-        calibrate_model(str(folder), val, target="f1", value=1.0, split_name="val (official)", progress=False)
+        calibrate_model(str(folder), val, target="f1", split_name="val (official)", progress=False)
         model = load_model(folder)
         results[key] = {split: score(model, recs, model.threshold, seeds[0]) for split, recs in (("val", val),
                                                                                                ("test", test))}

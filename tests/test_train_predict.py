@@ -141,6 +141,10 @@ def test_cli_calibrate_stores_a_validation_operating_point(trained, tmp_path, ca
                                        "n_studies": 24}
     assert load_model(copy).threshold == card["threshold"]
     assert main(["calibrate", "--model", str(copy), "--data", f"folder:{root}", "--split", "", "--target", "spec"]) == 2
+    assert main(["--quiet", "calibrate", "--model", str(copy), "--data", f"folder:{root}", "--split", "",
+                 "--target", "f1"]) == 0
+    card = json.loads((copy / "metadata.json").read_text())
+    assert card["operating_point"] == {"target": "f1", "fitted_on": "folder:" + str(root), "n_studies": 24}
 
 
 def test_train_command_cross_validation_reports_mean_and_sd(tmp_path):

@@ -120,9 +120,9 @@ def calibrate_model(model_name: str, records: list, *, target: str | None = None
     Args:
         model_name: bundled model name or checkpoint folder (its ``metadata.json`` is rewritten).
         records: validation records.
-        target: ``"specificity"`` or ``"sensitivity"`` for a binary model's operating point;
-            None keeps the threshold.
-        value: the minimum the target must reach (e.g. 0.9).
+        target: ``"specificity"``, ``"sensitivity"`` or ``"f1"`` (the best F1) for a binary
+            model's operating point; None keeps the threshold.
+        value: the minimum the target must reach (e.g. 0.9); not used for ``"f1"``.
         split_name: what ``records`` are, recorded in the card.
         progress: show a progress bar.
 
@@ -153,8 +153,8 @@ def calibrate_model(model_name: str, records: list, *, target: str | None = None
                                f"{len(model.config.classes)} classes")
         threshold = choose_operating_point(preds.y, calibrated[:, 1], target, value)
         card["threshold"] = round(float(threshold), 4)
-        card["operating_point"] = {"target": target, "value": value, "fitted_on": split_name,
-                                   "n_studies": int(len(preds.y))}
+        card["operating_point"] = {"target": target, **({} if target == "f1" else {"value": value}),
+                                   "fitted_on": split_name, "n_studies": int(len(preds.y))}
         written.update(threshold=card["threshold"], operating_point=card["operating_point"])
     (model.path / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return written
