@@ -3,7 +3,9 @@
 The configuration is a row of `scripts/ablate_ct.py` (chosen there on **val** only). It
 is trained on the official train split with each seed. With ``--members K`` consecutive
 seeds are put together as deep ensembles of K members (``--seeds 0 1 2 3 4 5 --members 3``:
-ensembles of seeds 0-2 and 3-5). Each single model or ensemble is a final candidate: its
+ensembles of seeds 0-2 and 3-5); ``--score-members`` also scores each member alone, the same way,
+for the per-seed figures of the recipe (recorded, never installed). Each single model or
+ensemble is a final candidate: its
 temperature and operating point (the threshold of the best val F1) are fitted on val, then it
 is scored once on val and once on test with patient-bootstrap CIs. The candidate with the best
 val AUC is installed as ``chestdx/weights/ct-default`` with its ONNX export; its card carries
@@ -11,7 +13,8 @@ every candidate's figures, their mean and sd, each member's val AUC and the abla
 Runs already made by the ablation (same row and seed, ``--reuse``) are not trained again.
 
 Usage:
-    python scripts/train_default_ct.py --row lung-crop --seeds 0 1 2 [--members 3] [--reuse runs/ablation] [--install]
+    python scripts/train_default_ct.py --row lung-crop --seeds 0 1 2 [--members 3 [--score-members]] \
+        [--reuse runs/ablation] [--install]
 """
 
 from __future__ import annotations
@@ -83,12 +86,38 @@ def train_member(row: str, seed: int, out: Path, reuse: str | None, train: list,
     return run
 
 
+def evaluate_candidate(folder: Path, size: int, val: list, test: list, seed: int) -> dict:
+    """Export, calibrate on val and score one candidate on val and test (its one test read).
+
+    Args:
+        folder: the candidate's checkpoint folder (its card is rewritten with temperature and threshold).
+        size: input size for the ONNX export.
+        val, test: records of the two splits.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{"val": metrics, "test": metrics, "train_minutes": ...}`` (cards' metrics blocks).
+    """
+    export_onnx(load_model(folder).net, folder, size)
+    # Operating point: the threshold of the best F1 on val (the benchmark's metric), kept for test.
+    calibrate_model(str(folder), val, target="f1", split_name="val (official)", progress=False)
+    model = load_model(folder)
+    result = {split: score(model, recs, model.threshold, seed) for split, recs in (("val", val), ("test", test))}
+    return {**result, "train_minutes": round(model.card["training"]["seconds"] / 60, 1)}
+
+
+def _points(result: dict) -> dict:
+    """Returns: the point estimates of a candidate's val and test metrics."""
+    return {split: {m: round(result[split][m]["value"], 4) for m in KEYS} for split in ("val", "test")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/ucsd-covid-ct")
     parser.add_argument("--row", required=True, choices=list(ROWS), help="ablation row to train")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--members", type=int, default=1, help="seeds per candidate (>1: deep ensembles)")
+    parser.add_argument("--score-members", action="store_true", help="also score each ensemble member alone")
     parser.add_argument("--out", default="runs/ct-default")
     parser.add_argument("--reuse", help="folder of ablation runs (<row>-seed<k>) to take instead of training")
     parser.add_argument("--ablation", default="runs/ablation/ablation.jsonl", help="ablation results for the card")
@@ -103,24 +132,22 @@ def main() -> None:
             "n_test": len(test), "split": "official train/val/test files"}
     out = Path(args.out)
     size = row_config(args.row).input.size
-    results, folders = {}, {}
+    results, folders, singles = {}, {}, {}
     for first in range(0, len(args.seeds), args.members):
         seeds = args.seeds[first:first + args.members]
         runs = [train_member(args.row, s, out, args.reuse, train, val, data) for s in seeds]
         key = "+".join(str(s) for s in seeds)
         folder = runs[0] if len(runs) == 1 else assemble_ensemble(runs, out / f"{args.row}-ensemble-{key.replace('+', '-')}")
-        export_onnx(load_model(folder).net, folder, size)
-        # Operating point: the threshold of the best F1 on val (the benchmark's metric), kept for test.
-        calibrate_model(str(folder), val, target="f1", split_name="val (official)", progress=False)
-        model = load_model(folder)
-        results[key] = {split: score(model, recs, model.threshold, seeds[0]) for split, recs in (("val", val),
-                                                                                               ("test", test))}
-        results[key]["train_minutes"] = round(model.card["training"]["seconds"] / 60, 1)
+        results[key] = evaluate_candidate(folder, size, val, test, seeds[0])
         if len(runs) > 1:
+            model = load_model(folder)
             results[key]["member_val_auc"] = [m["val_auc"] for m in model.card["members"]]
+            if args.score_members:
+                for seed, run in zip(seeds, runs):
+                    singles[str(seed)] = evaluate_candidate(run, size, val, test, seed)
+                    print("member", seed, json.dumps(_points(singles[str(seed)])), flush=True)
         folders[key] = folder
-        print(key, json.dumps({s: {k: round(results[key][s][k]["value"], 4) for k in KEYS}
-                               for s in ("val", "test")}), flush=True)
+        print(key, json.dumps(_points(results[key])), flush=True)
     best = max(results, key=lambda k: results[k]["val"]["auc"]["value"])
     print("chosen candidate (best val AUC): seeds", best, flush=True)
     chosen = folders[best]
@@ -133,11 +160,12 @@ def main() -> None:
                      "row (single seeds, or ensembles of consecutive seeds), the best val AUC is installed",
         "row": args.row,
         "members_per_candidate": args.members,
-        "candidates": {k: {"val": {m: round(r["val"][m]["value"], 4) for m in KEYS},
-                           "test": {m: round(r["test"][m]["value"], 4) for m in KEYS},
-                           **{f: r[f] for f in ("train_minutes", "member_val_auc") if f in r}}
+        "candidates": {k: {**_points(r), **{f: r[f] for f in ("train_minutes", "member_val_auc") if f in r}}
                        for k, r in results.items()},
         "mean_over_candidates": {"val": summary(results, "val"), "test": summary(results, "test")},
+        **({"members_alone": {"per_seed": {k: _points(r) for k, r in singles.items()},
+                              "mean": {"val": summary(singles, "val"), "test": summary(singles, "test")}}}
+           if singles else {}),
         "ablation": [json.loads(line) for line in ablation.read_text().splitlines()] if ablation.is_file() else [],
     }
     card["limitations"] = LIMITATIONS
