@@ -91,21 +91,23 @@ def row_config(name: str) -> RecipeConfig:
     return config
 
 
-def val_logits(model, val: list, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def val_logits(model, val: list, mirror: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Val slice logits of a trained row in float32 (as prediction runs).
 
     Args:
         model: the row's loaded model.
         val: the val records.
-        mirror: score each slice's mirror image instead.
+        mirror: also score each slice's mirror image (from the same prepared slices).
 
     Returns:
-        ``(labels (n,), logits (n, K))``.
+        ``(labels (n,), logits (n, K), mirror-image logits (n, K) or None)``.
     """
     samples = build_samples(val, model.config, "slice", progress=False)
-    if mirror:
-        samples = dataclasses.replace(samples, x=[np.ascontiguousarray(x[..., ::-1]) for x in samples.x])
-    return samples.y, predict_samples(model.net, samples, model.config, bf16=False)
+    logits = predict_samples(model.net, samples, model.config, bf16=False)
+    if not mirror:
+        return samples.y, logits, None
+    mirrored = dataclasses.replace(samples, x=[np.ascontiguousarray(x[..., ::-1]) for x in samples.x])
+    return samples.y, logits, predict_samples(model.net, mirrored, model.config, bf16=False)
 
 
 def _p_covid(logits: np.ndarray) -> np.ndarray:
@@ -122,7 +124,7 @@ def val_aucs(model, val: list) -> tuple[float, float]:
     Returns:
         ``(auc, auc_flip_tta)``; TTA averages the probabilities of each slice and its mirror image.
     """
-    (y, plain), (_, mirrored) = val_logits(model, val), val_logits(model, val, mirror=True)
+    y, plain, mirrored = val_logits(model, val, mirror=True)
     return auc_score(y, _p_covid(plain)), auc_score(y, (_p_covid(plain) + _p_covid(mirrored)) / 2)
 
 
@@ -181,7 +183,7 @@ def main() -> None:
             logits = {}
             for seed in args.ensemble_seeds:
                 run_dir = train_row(name, seed, out, args.reuse, train, val, data)
-                y, logits[seed] = val_logits(load_model(run_dir), val)
+                y, logits[seed], _ = val_logits(load_model(run_dir), val)
             for row in ensemble_sizes(y, logits):
                 print(json.dumps({"row": name, "seeds": args.ensemble_seeds, **row}), flush=True)
             continue

@@ -140,8 +140,8 @@ def main() -> None:
         folder = runs[0] if len(runs) == 1 else assemble_ensemble(runs, out / f"{args.row}-ensemble-{key.replace('+', '-')}")
         results[key] = evaluate_candidate(folder, size, val, test, seeds[0])
         if len(runs) > 1:
-            model = load_model(folder)
-            results[key]["member_val_auc"] = [m["val_auc"] for m in model.card["members"]]
+            members = json.loads((folder / CARD_FILE).read_text())["members"]
+            results[key]["member_val_auc"] = [m["val_auc"] for m in members]
             if args.score_members:
                 for seed, run in zip(seeds, runs):
                     singles[str(seed)] = evaluate_candidate(run, size, val, test, seed)

@@ -200,8 +200,7 @@ def assemble_ensemble(member_dirs: list[str | Path], out_dir: str | Path, name: 
     config.params = {**config.params, "members": len(member_dirs)}
     net = build_model(RecipeConfig.from_dict({**config.to_dict(), "params": {**config.params, "pretrained": False}}))
     for module, d in zip(net.members, member_dirs):
-        state = torch.load(resolve_model_path(d) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        module.load_state_dict(_read_weights(resolve_model_path(d)))
     out = Path(out_dir)
     aucs = [c.get("metrics", {}).get("val", {}).get("auc") for c in cards]
     members = [{"name": c.get("name"), "seed": c.get("training", {}).get("seed"),
@@ -211,6 +210,12 @@ def assemble_ensemble(member_dirs: list[str | Path], out_dir: str | Path, name: 
                      training={"data": cards[0].get("training", {}).get("data"),
                                "seconds": sum(c.get("training", {}).get("seconds", 0) for c in cards)})
     return save_checkpoint(net, card, out, half=True)
+
+
+def _read_weights(path: Path) -> dict:
+    """Args: path: a checkpoint folder. Returns: its state dict in float32 (fp16 checkpoints included)."""
+    state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 _SHARED_ARENA: list = []
@@ -282,8 +287,7 @@ def load_model(name_or_path: str | Path | None = None, kind: str = "ct-volume") 
     # Pretrained backbone weights are about to be overwritten: skip reading them.
     config.params = {**config.params, **({"pretrained": False} if "pretrained" in config.params else {})}
     net = build_model(config)
-    state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    net.load_state_dict(_read_weights(path))
     net.eval()
     sessions = [_onnx_session(f) for f in onnx_files(path)]
     return LoadedModel(net=net, config=config, card=card, path=path, sessions=sessions)
