@@ -59,6 +59,8 @@ ROWS: dict[str, tuple[str | None, dict]] = {
     "moco": ("lung-crop", {"params": {"pretrained": "ct-moco-lite0"}}),
     "lite1-240": ("lung-crop", {"params": {"backbone": "lite1"}, "input": {"size": 240}}),
     "res-288": ("lung-crop", {"input": {"size": 288}}),
+    "lite2-260": ("lung-crop", {"params": {"backbone": "lite2"}, "input": {"size": 260}}),
+    "res-320": ("lung-crop", {"input": {"size": 320}}),
     # Twice the schedule: at 10 epochs val AUC was still rising and training loss still falling.
     "long-20": ("lung-crop", {"train": {"epochs": 20, "patience": 8}}),
     # One network taught by the bundled three-member ensemble: ensemble-like ranking at one

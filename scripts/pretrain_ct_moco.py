@@ -10,6 +10,12 @@ loss history); `scripts/ablate_ct.py`'s ``moco`` row fine-tunes from it.
 
 Usage:
     python scripts/pretrain_ct_moco.py [--epochs 12] [--size 160] [--lung-crop] [--max-minutes 45]
+        [--lr 0.00375] [--queue 256]
+
+The defaults of ``--lr`` and ``--queue`` fit this small pool: MoCo v2's 0.03 is for batches of
+256 (linearly scaled to our 32 it is 0.00375), and a queue shorter than an epoch keeps an
+image's own key of the previous epoch out of its negatives (with a queue of almost the whole
+pool, as in the first run, the loss rose epoch after epoch).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ def main() -> None:
     parser.add_argument("--per-volume", type=int, default=40)
     parser.add_argument("--lung-crop", action="store_true", help="crop slices to the lungs (as the fine-tune does)")
     parser.add_argument("--max-minutes", type=float, default=45)
+    parser.add_argument("--lr", type=float, default=0.03 * 32 / 256, help="peak SGD learning rate (batch 32)")
+    parser.add_argument("--queue", type=int, default=256, help="negatives kept (keep it under one epoch of slices)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -70,9 +78,9 @@ def main() -> None:
         counts[source] = {"studies": len(records), "slices": len(samples)}
         print(source, counts[source], flush=True)
     net = EfficientNetClassifier("lite0", num_classes=2, pretrained=True)
-    queue = min(4096, len(slices) - 32)  # negatives: at most the other slices of an epoch
+    queue = min(args.queue, len(slices) - 32)
     t0 = time.time()
-    net, history = pretrain_moco(net, slices, epochs=args.epochs, queue_size=queue, seed=args.seed,
+    net, history = pretrain_moco(net, slices, epochs=args.epochs, queue_size=queue, lr=args.lr, seed=args.seed,
                                  max_minutes=args.max_minutes)
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() for k, v in net.state_dict().items() if not k.startswith("fc.")}
@@ -80,7 +88,7 @@ def main() -> None:
     card = {"name": args.out.name, "what": "EfficientNet-Lite0 slice encoder (stem, blocks, head conv), ImageNet "
             "weights then MoCo v2 on unlabelled CT; no classifier", "input": spec.to_dict(),
             "data": counts, "n_slices": len(slices), "augment": VIEW_AUGMENT, "seed": args.seed,
-            "settings": {"epochs": args.epochs, "batch_size": 32, "lr": 0.03, "queue": queue, "momentum": 0.99,
+            "settings": {"epochs": args.epochs, "batch_size": 32, "lr": args.lr, "queue": queue, "momentum": 0.99,
                          "temperature": 0.2}, "history": history, "seconds": round(time.time() - t0, 1),
             "date": time.strftime("%Y-%m-%d"), "intended_use": "initialisation for fine-tuning; research only"}
     (args.out / "encoder.json").write_text(json.dumps(card, indent=2) + "\n")

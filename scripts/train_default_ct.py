@@ -163,7 +163,8 @@ def main() -> None:
         "candidates": {k: {**_points(r), **{f: r[f] for f in ("train_minutes", "member_val_auc") if f in r}}
                        for k, r in results.items()},
         "mean_over_candidates": {"val": summary(results, "val"), "test": summary(results, "test")},
-        **({"members_alone": {"per_seed": {k: _points(r) for k, r in singles.items()},
+        **({"members_alone": {"per_seed": {k: {split: r[split] for split in ("val", "test")}
+                                           for k, r in singles.items()},
                               "mean": {"val": summary(singles, "val"), "test": summary(singles, "test")}}}
            if singles else {}),
         "ablation": [json.loads(line) for line in ablation.read_text().splitlines()] if ablation.is_file() else [],
