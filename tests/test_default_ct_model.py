@@ -15,10 +15,10 @@ from chestdx.models.predict import predict_study
 # P(covid) measured with the bundled weights (float32, ONNX Runtime; 2026-12-02); a change beyond the
 # tolerance means the weights, the preprocessing or the inference engine changed.
 PINNED = {
-    "ucsd-covid-ct/images/CT_COVID/2020.01.24.919183-p27-132.png": 0.8970,
-    "ucsd-covid-ct/images/CT_NonCOVID/0.jpg": 0.0293,
-    "ucsd-covid-ct/images/CT_NonCOVID/1%0.jpg": 0.5743,
-    "dre-net-demo/person001_COVID19": 0.2187,
+    "ucsd-covid-ct/images/CT_COVID/2020.01.24.919183-p27-132.png": 0.9848,
+    "ucsd-covid-ct/images/CT_NonCOVID/0.jpg": 0.0092,
+    "ucsd-covid-ct/images/CT_NonCOVID/1%0.jpg": 0.1763,
+    "dre-net-demo/person001_COVID19": 0.6397,
 }
 
 
