@@ -63,11 +63,11 @@ ROWS: dict[str, tuple[str | None, dict]] = {
     "res-320": ("lung-crop", {"input": {"size": 320}}),
     # Twice the schedule: at 10 epochs val AUC was still rising and training loss still falling.
     "long-20": ("lung-crop", {"train": {"epochs": 20, "patience": 8}}),
+    # The MoCo encoder on the kept 20-epoch row (measured with the encoder of 2026-12-02: 30 epochs, lr 0.00375).
+    "moco-long-20": ("long-20", {"params": {"pretrained": "ct-moco-lite0"}}),
     # One network taught by the bundled three-member ensemble: ensemble-like ranking at one
     # network's cost, if the student learns it. Measured (docs/accuracy.md) with the ct-default of
     # commit ed46ba3, the lung-crop ensemble (val AUC 0.899); the student's card names its teacher.
-    # The MoCo encoder on the kept 20-epoch row (measured with the encoder of 2026-12-02: 30 epochs, lr 0.00375).
-    "moco-long-20": ("long-20", {"params": {"pretrained": "ct-moco-lite0"}}),
     "distil": ("lung-crop", {"train": {"distil": {"teacher": "ct-default", "weight": 0.5, "temperature": 2.0}}}),
 }
 
