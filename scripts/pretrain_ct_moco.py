@@ -32,7 +32,7 @@ from chestdx.models.backbones import WEIGHTS_DIR
 from chestdx.models.recipes.ai_corona import EfficientNetClassifier
 from chestdx.models.registry import RecipeConfig
 from chestdx.preprocess.spec import InputSpec
-from chestdx.train.contrastive import VIEW_AUGMENT, pretrain_moco
+from chestdx.train.contrastive import VIEW_AUGMENT, pretrain_moco, scaled_lr
 from chestdx.train.data import build_samples
 
 UNLABELLED = "unlabelled"
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--per-volume", type=int, default=40)
     parser.add_argument("--lung-crop", action="store_true", help="crop slices to the lungs (as the fine-tune does)")
     parser.add_argument("--max-minutes", type=float, default=45)
-    parser.add_argument("--lr", type=float, default=0.03 * 32 / 256, help="peak SGD learning rate (batch 32)")
+    parser.add_argument("--lr", type=float, default=scaled_lr(32), help="peak SGD learning rate (batch 32)")
     parser.add_argument("--queue", type=int, default=256, help="negatives kept (keep it under one epoch of slices)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

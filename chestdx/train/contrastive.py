@@ -108,8 +108,13 @@ class _Encode(nn.Module):
         return self.net.encode(x)
 
 
+def scaled_lr(batch_size: int) -> float:
+    """Args: batch_size: slices per step. Returns: MoCo v2's SGD rate (0.03 per 256) scaled linearly."""
+    return 0.03 * batch_size / 256
+
+
 def pretrain_moco(net: nn.Module, slices: list[np.ndarray], *, epochs: int = 10, batch_size: int = 32,
-                  lr: float = 0.03, feature_dim: int = 1280, queue_size: int = 4096, seed: int = 0,
+                  lr: float | None = None, feature_dim: int = 1280, queue_size: int = 4096, seed: int = 0,
                   max_minutes: float | None = None, progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """Contrastive pre-training of ``net``'s encoder on unlabelled slices (MoCo v2).
 
@@ -119,9 +124,11 @@ def pretrain_moco(net: nn.Module, slices: list[np.ndarray], *, epochs: int = 10,
         slices: unit-range ``(3, H, W)`` float16/32 arrays, all the same size.
         epochs: passes over the slices.
         batch_size: slices per step.
-        lr: peak SGD learning rate (cosine schedule, momentum 0.9, weight decay 1e-4).
+        lr: peak SGD learning rate (cosine schedule, momentum 0.9, weight decay 1e-4); None:
+            `scaled_lr` of ``batch_size``.
         feature_dim: size of ``net.encode``'s output.
-        queue_size: negatives kept (at most the number of slices minus one batch).
+        queue_size: negatives kept (at most the number of slices minus one batch; keep it under
+            one epoch of slices, or every image's own previous key sits among its negatives).
         seed: seed of the data order and the augmentation.
         max_minutes: stop after the epoch that uses up this budget.
         progress: show progress bars.
@@ -137,7 +144,7 @@ def pretrain_moco(net: nn.Module, slices: list[np.ndarray], *, epochs: int = 10,
     moco.query.to(memory_format=torch.channels_last)
     moco.key.to(memory_format=torch.channels_last)
     params = [p for p in moco.query.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(params, lr=scaled_lr(batch_size) if lr is None else lr, momentum=0.9, weight_decay=1e-4)
     steps = epochs * (len(slices) // batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
     augment = slice_augmenter(size, VIEW_AUGMENT, seed=seed)
