@@ -22,8 +22,9 @@ from PIL import Image
 from chestdx.evaluate.metrics import auc_score
 from chestdx.io import load_study
 from chestdx.io.datasets import ucsd_covid_ct
-from chestdx.models.checkpoint import load_model
-from chestdx.models.predict import predict_study
+from chestdx.models.loading import load_model
+from chestdx.outputs.prediction import prediction_record
+from chestdx.pipeline import diagnose
 
 QUALITY = 75
 
@@ -31,7 +32,7 @@ QUALITY = 75
 def scores(model, paths: list[Path]) -> np.ndarray:
     """Returns: P(positive class) of each image."""
     positive = model.config.classes[-1]
-    return np.array([predict_study(load_study(p, progress=False), model)["probabilities"][positive] for p in paths])
+    return np.array([prediction_record(diagnose(load_study(p, progress=False), model))["probabilities"][positive] for p in paths])
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ from chestdx.explain.maps import METHODS, explain_slices, map_to_original
 from chestdx.explain.overlay import figure_grid
 from chestdx.io import load_study
 from chestdx.io.images import natural_key
-from chestdx.models.checkpoint import load_model
+from chestdx.models.loading import load_model
 from chestdx.models.predict import study_probabilities
 from chestdx.preprocess.lungs import segment_lungs
 from chestdx.preprocess.pipeline import prepare_study

@@ -23,9 +23,10 @@ import torch
 
 from chestdx.io import load_study
 from chestdx.io.sample import write_sample_series
-from chestdx.models.checkpoint import LoadedModel, load_model
+from chestdx.models.loading import LoadedModel, load_model
 from chestdx.models.predict import study_probabilities
-from chestdx.models.registry import RecipeConfig, build_model, get_recipe, list_recipes
+from chestdx.models.recipes import build_model, get_recipe, list_recipes
+from chestdx.models.registry import RecipeConfig
 from chestdx.preprocess.pipeline import needs_lung_mask, prepare_study, study_lung_mask
 
 

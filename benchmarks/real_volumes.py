@@ -24,8 +24,9 @@ from chestdx.evaluate.metrics import auc_score
 from chestdx.io import load_study
 from chestdx.io.datasets import cc_ccii, dre_net_demo, sirm_volumes
 from chestdx.io.sample import write_sample_series
-from chestdx.models.checkpoint import load_model
-from chestdx.models.predict import predict_study
+from chestdx.models.loading import load_model
+from chestdx.outputs.prediction import prediction_record
+from chestdx.pipeline import diagnose
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
     for group, records in groups.items():
         scores = []
         for rec in records:
-            out = predict_study(load_study(rec.path, progress=False), model)
+            out = prediction_record(diagnose(load_study(rec.path, progress=False), model))
             scores.append(out["probabilities"][positive])
             is_covid.append(rec.label == "covid")
             print(f"| {group} | {rec.path.name} | {rec.label} | {len(out['slices_used'])} | "
@@ -55,7 +56,7 @@ def main() -> None:
         all_scores += scores
     with tempfile.TemporaryDirectory() as tmp:
         write_sample_series(Path(tmp) / "s", progress=False)
-        out = predict_study(load_study(Path(tmp) / "s", progress=False), model)
+        out = prediction_record(diagnose(load_study(Path(tmp) / "s", progress=False), model))
         print(f"| chestdx sample (phantom) | sample | - | {len(out['slices_used'])} | "
               f"{out['probabilities'][positive]:.3f} | {out['decision']} |")
     auc = auc_score(np.asarray(is_covid, int), np.asarray(all_scores))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -15,9 +14,9 @@ log = logging.getLogger("chestdx")
 
 def _print_json(obj: dict) -> None:
     """Print strict JSON: numpy values as numbers, nan as null, paths as strings."""
-    from chestdx.evaluate.serialise import to_json_ready
+    from chestdx.evaluate.serialise import dumps
 
-    print(json.dumps(to_json_ready(obj), indent=2, allow_nan=False, default=str))
+    print(dumps(obj))
 
 
 def _series_arg(value: str | None):
@@ -64,61 +63,42 @@ def cmd_preview(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def _load_for_study(args: argparse.Namespace):
-    """Load the study named on the command line and the model for it (default by kind)."""
-    import time
+def _diagnose(args: argparse.Namespace):
+    """Diagnose the study named on the command line with the model asked for (default by study kind)."""
+    from chestdx.pipeline import diagnose_source
 
-    from chestdx.io import load_study
-    from chestdx.models.checkpoint import load_model
-
-    t0 = time.perf_counter()
-    study = load_study(args.study, series=_series_arg(args.series), kind=getattr(args, "kind", None),
-                       progress=not args.quiet)
-    read_s = time.perf_counter() - t0
-    model = load_model(args.model, kind=study.kind)
-    return study, model, read_s
-
-
-def _print_prediction(result: dict) -> None:
-    print(f"model       {result['model']['name']} ({result['model']['recipe']}); research use only, not for clinical use")
-    probs = "   ".join(f"{c} {p:.3f}" for c, p in result["probabilities"].items())
-    print(f"probability {probs}")
-    print(f"decision    {result['decision']}   (threshold {result['threshold']:.2f} on the last class)")
-    used = result["slices_used"]
-    print(f"slices used {len(used)}" + (f" ({used[0]}..{used[-1]})" if used else ""))
-    print("top slices  " + ", ".join(f"{s['index']} ({s['score']:.2f})" for s in result["top_slices"]))
-    print("timing s    " + "   ".join(f"{k} {v:.2f}" for k, v in result["timing_s"].items()))
-    for warning in result["warnings"]:
-        print(f"warning     {warning}")
+    return diagnose_source(args.study, args.model, series=_series_arg(args.series), kind=getattr(args, "kind", None),
+                           progress=not args.quiet)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """Diagnose a study with the bundled (or a given) model."""
-    from chestdx.models.predict import predict_study
+    from chestdx.outputs.prediction import prediction_record, prediction_text
 
-    study, model, read_s = _load_for_study(args)
-    result = predict_study(study, model, top_k=args.top, read_seconds=read_s)
+    if args.explain and not args.out:
+        raise ChestDxError("--explain needs --out DIR: the folder to write the heat maps into")
+    diagnosis = _diagnose(args)
+    path = None
     if args.explain:
-        from chestdx.explain.study import explain_study
+        from chestdx.outputs.explanations import write_study_explanation
+        from chestdx.pipeline import explain
 
-        if not args.out:
-            raise ChestDxError("--explain needs --out DIR: the folder to write the heat maps into")
-        result["explanation"] = str(explain_study(study, model, args.explain, args.out, n_slices=args.slices))
-    if args.json:
-        _print_json(result)
-    else:
-        _print_prediction(result)
-        if args.explain:
-            print(f"heat maps   {result['explanation']}")
+        explain(diagnosis, args.explain, n_slices=args.slices)
+        path = write_study_explanation(args.out, diagnosis)
+    record = prediction_record(diagnosis, top_k=args.top)
+    if path is not None:
+        record["explanation"] = str(path)
+    _print_json(record) if args.json else print(prediction_text(record))
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
     """Write heat maps of the slices that drove the decision."""
-    from chestdx.explain.study import explain_study
+    from chestdx.outputs.explanations import write_study_explanation
+    from chestdx.pipeline import explain
 
-    study, model, _ = _load_for_study(args)
-    path = explain_study(study, model, args.method, args.out, n_slices=args.slices, target=args.target)
-    print(f"wrote {path}")
+    diagnosis = _diagnose(args)
+    explain(diagnosis, args.method, n_slices=args.slices, target=args.target)
+    print(f"wrote {write_study_explanation(args.out, diagnosis)}")
 
 
 def _records(spec: str, split: str | None = None) -> list:
@@ -135,7 +115,7 @@ def _records(spec: str, split: str | None = None) -> list:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a recipe on a dataset and write a checkpoint with its model card."""
-    from chestdx.models.registry import get_recipe
+    from chestdx.models.recipes import get_recipe
     from chestdx.train.run import train_command
 
     config = get_recipe(args.recipe)
@@ -182,7 +162,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> None:
     """Put trained ai-corona checkpoints together as one ensemble checkpoint (with its ONNX export)."""
-    from chestdx.models.checkpoint import assemble_ensemble, export_onnx, load_model
+    from chestdx.models.checkpoint import assemble_ensemble, export_onnx
+    from chestdx.models.loading import load_model
 
     out = assemble_ensemble(args.members, args.out)
     model = load_model(out)
@@ -210,8 +191,8 @@ def cmd_reader_study(args: argparse.Namespace) -> None:
 
 def cmd_recipes(args: argparse.Namespace) -> None:
     """List recipes and bundled models."""
-    from chestdx.models.checkpoint import list_bundled
-    from chestdx.models.registry import list_recipes
+    from chestdx.models.bundled import list_bundled
+    from chestdx.models.recipes import list_recipes
 
     print("recipes:        " + ", ".join(list_recipes()))
     print("bundled models: " + ", ".join(list_bundled()))

@@ -32,8 +32,10 @@ import torch
 
 from chestdx.evaluate.metrics import auc_score
 from chestdx.io.datasets import ucsd_covid_ct
-from chestdx.models.checkpoint import CARD_FILE, load_model
-from chestdx.models.registry import RecipeConfig, get_recipe
+from chestdx.models.bundled import CARD_FILE
+from chestdx.models.loading import load_model
+from chestdx.models.recipes import get_recipe
+from chestdx.models.registry import RecipeConfig
 from chestdx.preprocess.spec import InputSpec
 from chestdx.train.data import build_samples
 from chestdx.train.loop import fit, predict_samples

@@ -31,7 +31,9 @@ from ablate_ct import ROWS, row_config, train_row
 from chestdx.evaluate.report import evaluate_predictions
 from chestdx.evaluate.run import calibrate_model, predict_records
 from chestdx.io.datasets import ucsd_covid_ct
-from chestdx.models.checkpoint import BUNDLED_DIR, CARD_FILE, assemble_ensemble, export_onnx, load_model
+from chestdx.models.bundled import CARD_FILE, WEIGHTS_DIR
+from chestdx.models.checkpoint import assemble_ensemble, export_onnx
+from chestdx.models.loading import load_model
 
 KEYS = ("auc", "f1", "sensitivity", "specificity", "accuracy", "kappa")
 
@@ -174,7 +176,7 @@ def main() -> None:
     (chosen / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card["selection"]["mean_over_candidates"]), flush=True)
     if args.install:
-        target = BUNDLED_DIR / "ct-default"
+        target = WEIGHTS_DIR / "ct-default"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(chosen, target)
         print("installed", target)

@@ -38,7 +38,8 @@ import torch
 from chestdx.evaluate.metrics import binary_metrics, confusion
 from chestdx.io.datasets import ieee8023_xray
 from chestdx.io.split import patient_kfold, patient_split
-from chestdx.models.checkpoint import BUNDLED_DIR, save_checkpoint
+from chestdx.models.bundled import WEIGHTS_DIR
+from chestdx.models.checkpoint import save_checkpoint
 from chestdx.models.recipes.detl import detl_config
 from chestdx.train.data import SampleSet, build_samples
 from chestdx.train.loop import fit, predict_samples
@@ -233,7 +234,7 @@ def main() -> None:
     log.info("final model: val %s, %.0f s; total %.0f s; written to %s", card["metrics"]["val"], final_seconds,
              time.time() - start, out)
     if args.install:
-        target = BUNDLED_DIR / "xray-default"
+        target = WEIGHTS_DIR / "xray-default"
         target.mkdir(parents=True, exist_ok=True)
         for name in ("model.pt", "metadata.json"):
             shutil.copy2(out / name, target / name)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from chestdx.errors import ChestDxError
-from chestdx.explain.outputs import write_explanations
+from chestdx.outputs.explanations import write_explanations
 from chestdx.explain.overlay import figure_grid, overlay_png, overlay_rgb
 
 H0, W0 = 40, 56

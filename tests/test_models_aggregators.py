@@ -7,15 +7,8 @@ import pytest
 import torch
 
 from chestdx.errors import ChestDxError
-from chestdx.models.aggregators import (
-    AGGREGATORS,
-    FEATURE_AGGREGATORS,
-    AttentionMIL,
-    majority_vote_override,
-    mean_features,
-    mean_prob,
-    top_k_mean,
-)
+from chestdx.models.aggregators import AGGREGATORS, majority_vote_override, mean_prob, top_k_mean
+from chestdx.models.pooling import FEATURE_AGGREGATORS, AttentionMIL, mean_features
 
 # columns: normal, pneumonia, covid
 HEALTHY = [0.8, 0.15, 0.05]

@@ -11,9 +11,11 @@ import torch
 from chestdx.cli import main
 from chestdx.errors import ChestDxError
 from chestdx.explain.maps import explain_slices
-from chestdx.models.checkpoint import assemble_ensemble, export_onnx, load_model, make_card, save_checkpoint
+from chestdx.models.card import new_card
+from chestdx.models.checkpoint import assemble_ensemble, export_onnx, save_checkpoint
+from chestdx.models.loading import load_model
 from chestdx.models.predict import slice_logits, study_probabilities
-from chestdx.models.registry import build_model, get_recipe
+from chestdx.models.recipes import build_model, get_recipe
 from chestdx.preprocess.pipeline import PreparedStudy
 from chestdx.preprocess.spec import InputSpec
 
@@ -32,7 +34,7 @@ def _member(folder, seed: int, size: int = SIZE):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    card = make_card(config, f"member-{seed}", training={"seed": seed, "seconds": 60.0}, metrics={"val": {"auc": 0.6}})
+    card = new_card(config, f"member-{seed}", training={"seed": seed, "seconds": 60.0}, metrics={"val": {"auc": 0.6}})
     save_checkpoint(net, card, folder)
     return net
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from chestdx.models.recipes.dre_net import anchor_boxes, box_iou, crop_resize, select_regions
 from chestdx.models.recipes.residual_attention import AttentionModule
-from chestdx.models.registry import RecipeConfig, build_model, get_recipe, list_recipes
+from chestdx.models.recipes import build_model, get_recipe, list_recipes
+from chestdx.models.registry import RecipeConfig
 from chestdx.train.loop import apply_freeze, stages_of
 
 RECIPES = ["cnn-bilstm", "dre-net", "residual-attention"]

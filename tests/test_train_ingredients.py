@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from chestdx.errors import ChestDxError
-from chestdx.models.recipes.ai_corona import EfficientNetClassifier
+from chestdx.models.networks.efficientnet import EfficientNetClassifier
 from chestdx.train.augment import RandJPEG, augment_batch, slice_augmenter
 from chestdx.train.contrastive import MoCo, pretrain_moco
 from chestdx.train.loop import fit, mixup_loss, native_bf16, stages_of
@@ -108,10 +108,10 @@ def test_fit_distils_from_a_saved_teacher_and_refuses_one_of_other_input(tmp_pat
     a = fit(plain, records, records, None, seed=0, progress=False, threads=1)
     b = fit(student, records, records, None, seed=0, progress=False, threads=1)
     assert a.history[0]["train_loss"] != b.history[0]["train_loss"]
-    assert b.card["training"]["stages"][0]["distil"]["teacher"] == str(tmp_path / "teacher")
+    assert b.card.training["stages"][0]["distil"]["teacher"] == str(tmp_path / "teacher")
     teacher_card = json.loads((tmp_path / "teacher" / "metadata.json").read_text())
-    assert b.card["training"]["teachers"]["stage1"]["date"] == teacher_card["date"]
-    assert "teachers" not in a.card["training"]
+    assert b.card.training["teachers"]["stage1"]["date"] == teacher_card["date"]
+    assert "teachers" not in a.card.training
     other = _tiny_config()
     other.input = dataclasses.replace(other.input, size=other.input.size + 8)
     other.train = {**student.train}
@@ -120,7 +120,7 @@ def test_fit_distils_from_a_saved_teacher_and_refuses_one_of_other_input(tmp_pat
 
 
 def test_bf16_auto_is_resolved_per_machine():
-    from chestdx.models.registry import get_recipe
+    from chestdx.models.recipes import get_recipe
 
     config = get_recipe("residual-attention", classes=("non-covid", "covid"))
     assert all(s["bf16"] is native_bf16() for s in stages_of(config))
@@ -141,7 +141,7 @@ def test_ema_weights_are_the_ones_kept(tmp_path):
     b = fit(averaged, records, records, None, seed=0, progress=False, threads=1)
     wa, wb = next(a.net.parameters()), next(b.net.parameters())
     assert wa.shape == wb.shape and not torch.allclose(wa, wb)
-    assert b.card["training"]["stages"][0]["ema"] == 0.5
+    assert b.card.training["stages"][0]["ema"] == 0.5
 
 
 def test_moco_step_fills_the_queue_with_unit_keys():

@@ -13,10 +13,11 @@ from PIL import Image
 from chestdx.errors import ChestDxError
 from chestdx.io import load_study
 from chestdx.io.datasets import csv_list
-from chestdx.models.checkpoint import load_model
-from chestdx.models.predict import predict_study
+from chestdx.models.loading import load_model
+from chestdx.outputs.prediction import prediction_record
+from chestdx.pipeline import diagnose
 from chestdx.models.recipes.detl import TARGET_TRAINABLE, detl_config
-from chestdx.models.registry import build_model, get_recipe
+from chestdx.models.recipes import build_model, get_recipe
 from chestdx.preprocess.spec import InputSpec
 from chestdx.train.loop import fit
 from chestdx.train.run import train_command
@@ -126,7 +127,7 @@ def test_two_stage_train_command(tmp_path):
     source_card = json.loads((out / "source" / "metadata.json").read_text())
     assert source_card["classes"] == ["normal", "disease"] and source_card["name"] == "detl-source"
     assert source_card["training"]["stages"][0]["freeze"] == []
-    assert source_card["metrics"]["val"]["auc"] >= 0.8  # the blob separates normal from disease
+    assert source_card["metrics"]["val"]["auc"]["value"] >= 0.8  # the blob separates normal from disease
 
     card = json.loads((out / "metadata.json").read_text())
     assert card["classes"] == list(CLASSES)
@@ -142,6 +143,6 @@ def test_two_stage_train_command(tmp_path):
 
     shutil.rmtree(out / "source")  # the final checkpoint stands alone
     model = load_model(out)
-    answer = predict_study(load_study(tmp_path / "target" / "covid_00.png", kind="xray"), model)
+    answer = prediction_record(diagnose(load_study(tmp_path / "target" / "covid_00.png", kind="xray"), model))
     assert answer["kind"] == "xray" and set(answer["probabilities"]) == set(CLASSES)
     assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-3)

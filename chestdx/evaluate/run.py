@@ -10,9 +10,8 @@ from tqdm.auto import tqdm
 from chestdx.errors import ChestDxError
 
 from chestdx.io import load_study
-from chestdx.models.checkpoint import LoadedModel
-from chestdx.models.predict import study_probabilities
-from chestdx.preprocess.pipeline import prepare_study
+from chestdx.models.loading import LoadedModel
+from chestdx.pipeline import diagnose
 
 
 @dataclass
@@ -48,10 +47,9 @@ def predict_records(model: LoadedModel, records: list, progress: bool = True) ->
     probs, ys, slice_probs = [], [], []
     for rec in tqdm(records, desc="predicting", unit="study", disable=not progress):
         ys.append(model.config.class_index(rec.label))
-        prepared = prepare_study(load_study(rec.path, progress=False), model.config.input)
-        study, per_slice = study_probabilities(model, prepared)
-        probs.append(study)
-        slice_probs.append(per_slice[prepared.indices >= 0])
+        diagnosis = diagnose(load_study(rec.path, progress=False), model)
+        probs.append(diagnosis.probabilities)
+        slice_probs.append(diagnosis.slice_probs[diagnosis.prepared.indices >= 0])
     return DatasetPredictions(np.asarray(probs), np.asarray(ys), [r.patient_id for r in records],
                               [str(r.path) for r in records], slice_probs)
 
@@ -80,7 +78,7 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
         levels under ``"levels"``.
     """
     from chestdx.evaluate.report import aggregate_to_patients, evaluate_predictions, write_html_report
-    from chestdx.models.checkpoint import load_model
+    from chestdx.models.loading import load_model
 
     model = load_model(model_name)
     preds = predict_records(model, records, progress)
@@ -100,7 +98,7 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
     if report:
         counts = {c: int((preds.y == i).sum()) for i, c in enumerate(classes)}
         write_html_report([results[k] for k in ("slice", "study", "patient") if k in results], report,
-                          model_card=model.card,
+                          model_card=model.card.to_dict(),
                           dataset_summary={"dataset": dataset_name, "studies": len(records),
                                            "patients": len(set(preds.patient_ids)), "class balance": counts,
                                            "split": sorted({r.split or "-" for r in records})})
@@ -129,11 +127,12 @@ def calibrate_model(model_name: str, records: list, *, target: str | None = None
     Returns:
         What was written: ``temperature``, ``threshold`` and ``operating_point``.
     """
-    import json
+    import dataclasses
 
     from chestdx.evaluate.calibration import TemperatureScaler, expected_calibration_error, logits_from_probs
     from chestdx.evaluate.metrics import choose_operating_point
-    from chestdx.models.checkpoint import CARD_FILE, load_model
+    from chestdx.models.card import write_card
+    from chestdx.models.loading import load_model
 
     model = load_model(model_name)
     preds = predict_records(model, records, progress)
@@ -142,9 +141,8 @@ def calibrate_model(model_name: str, records: list, *, target: str | None = None
     logits = model.temperature * logits_from_probs(preds.probs)
     scaler = TemperatureScaler().fit(logits, preds.y)
     calibrated = scaler.transform(logits)
-    card = dict(model.card)
-    card["temperature"] = round(float(scaler.temperature_), 4)
-    written = {"temperature": card["temperature"], "threshold": card.get("threshold", 0.5),
+    card = dataclasses.replace(model.card, temperature=round(float(scaler.temperature_), 4))
+    written = {"temperature": card.temperature, "threshold": card.threshold,
                "ece_before": expected_calibration_error(preds.y, preds.probs),
                "ece_after": expected_calibration_error(preds.y, calibrated)}
     if target is not None:
@@ -152,9 +150,9 @@ def calibrate_model(model_name: str, records: list, *, target: str | None = None
             raise ChestDxError("an operating point needs a binary model; this one has "
                                f"{len(model.config.classes)} classes")
         threshold = choose_operating_point(preds.y, calibrated[:, 1], target, value)
-        card["threshold"] = round(float(threshold), 4)
-        card["operating_point"] = {"target": target, **({} if target == "f1" else {"value": value}),
-                                   "fitted_on": split_name, "n_studies": int(len(preds.y))}
-        written.update(threshold=card["threshold"], operating_point=card["operating_point"])
-    (model.path / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        card.threshold = round(float(threshold), 4)
+        card.operating_point = {"target": target, **({} if target == "f1" else {"value": value}),
+                                "fitted_on": split_name, "n_studies": int(len(preds.y))}
+        written.update(threshold=card.threshold, operating_point=card.operating_point)
+    write_card(card, model.path)
     return written

@@ -24,3 +24,10 @@ def to_json_ready(value):
     if isinstance(value, float | np.floating):
         return float(value) if np.isfinite(value) else None
     return value
+
+
+def dumps(value) -> str:
+    """Args: value: a (nested) result. Returns: strict, indented JSON (see `to_json_ready`; other objects as strings)."""
+    import json
+
+    return json.dumps(to_json_ready(value), indent=2, allow_nan=False, default=str)

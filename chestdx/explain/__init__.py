@@ -1,10 +1,7 @@
-"""Explanations: heat maps of the evidence on the slices that drove a decision, and their files.
+"""Explanations: heat maps of the evidence on the slices that drove a decision.
 
-`maps.explain_slices` computes maps at model input size, `maps.map_to_original` brings them
-back onto the stored slices, `outputs.write_explanations` writes them, `overlay` draws them
-and `localisation` measures whether they point at annotated lesions.
+`maps.explain_slices` computes maps at model input size (torch), `maps.map_to_original`
+brings them back onto the stored slices, `overlay` draws them and `localisation` measures
+whether they point at annotated lesions. A study's explanation is made from its diagnosis
+(`chestdx.pipeline.explain`) and written by `chestdx.outputs.explanations`.
 """
-
-from chestdx.explain.maps import METHODS, ExplanationResult, explain_slices, map_to_original
-
-__all__ = ["METHODS", "ExplanationResult", "explain_slices", "map_to_original"]

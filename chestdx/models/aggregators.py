@@ -3,8 +3,8 @@
 Probability aggregators take class probabilities ``(n, K)`` of the ``n`` slices or groups of
 one study (rows sum to 1, columns in the order of ``config.classes``) and return the
 study's probabilities ``(K,)``; ``AGGREGATORS`` maps the names used in
-``RecipeConfig.aggregator`` to them. Feature aggregators pool slice feature vectors before
-the classifier head: ``mean_features`` (fixed) and ``AttentionMIL`` (learned).
+``RecipeConfig.aggregator`` to them (NumPy only). Feature pooling before the classifier
+head (``"mean-features"``) is in `chestdx.models.pooling`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import torch
-from torch import nn
 
 from chestdx.errors import ChestDxError
 
@@ -121,59 +119,3 @@ AGGREGATORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "top-k-mean": top_k_mean,
     "majority-vote": majority_vote_override,
 }
-
-
-def mean_features(features: torch.Tensor) -> torch.Tensor:
-    """Average of slice feature vectors (ai-corona's study pooling).
-
-    Args:
-        features: ``(S, D)`` for one study or ``(B, S, D)`` for a batch (tensor or array).
-
-    Returns:
-        ``(D,)`` or ``(B, D)``: the mean over the slice axis.
-
-    Example:
-        >>> mean_features(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
-        tensor([2., 3.])
-    """
-    return features.mean(-2)
-
-
-FEATURE_AGGREGATORS: dict[str, Callable] = {"mean-features": mean_features}
-
-
-class AttentionMIL(nn.Module):
-    """Gated attention pooling of slice features (Ilse et al., 2018), trainable.
-
-    For slice features ``h_s``, ``a_s = w^T (tanh(V h_s) * sigmoid(U h_s))``, the weights
-    are ``softmax(a)`` over the slices and the pooled feature is ``sum_s weight_s h_s``.
-
-    Args:
-        in_dim: feature size ``D``.
-        hidden: size of the attention projections.
-        dropout: dropout on the projections during training.
-
-    Example:
-        >>> pool = AttentionMIL(8)
-        >>> pooled, weights = pool(torch.randn(2, 5, 8))
-        >>> pooled.shape, weights.shape
-        (torch.Size([2, 8]), torch.Size([2, 5]))
-    """
-
-    def __init__(self, in_dim: int, hidden: int = 128, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.value = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Dropout(dropout))
-        self.gate = nn.Sequential(nn.Linear(in_dim, hidden), nn.Sigmoid(), nn.Dropout(dropout))
-        self.score = nn.Linear(hidden, 1)
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: features: ``(S, D)`` (one study) or ``(B, S, D)``.
-
-        Returns:
-            ``(pooled (B, D), weights (B, S))``; each row of ``weights`` sums to 1.
-        """
-        if features.ndim == 2:
-            features = features.unsqueeze(0)
-        logits = self.score(self.value(features) * self.gate(features)).squeeze(-1)
-        weights = torch.softmax(logits, dim=1)
-        return torch.einsum("bs,bsd->bd", weights, features), weights

@@ -1,16 +1,17 @@
-"""Diagnose one study with a loaded model: preprocess per the card, classify, aggregate, decide."""
+"""Classify prepared slices with a loaded model: slice logits, study probabilities, the decision.
+
+ONNX Runtime runs the forward pass when the checkpoint ships its export (no torch import);
+other checkpoints run through their torch network.
+"""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import torch
+from scipy.special import softmax
 
-from chestdx.io.study import Study
 from chestdx.models.aggregators import AGGREGATORS
-from chestdx.models.checkpoint import LoadedModel
-from chestdx.preprocess.pipeline import PreparedStudy, prepare_study
+from chestdx.models.loading import LoadedModel
+from chestdx.preprocess.pipeline import PreparedStudy
 
 
 def slice_logits(model: LoadedModel, x: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
@@ -38,6 +39,8 @@ def slice_logits(model: LoadedModel, x: np.ndarray, batch_size: int = 32) -> tup
             feats.append(np.concatenate([o[0] for o in outs]))
             logits.append(np.concatenate([o[1] for o in outs]))
         return np.mean(logits, 0), (np.concatenate(feats, 1) if pool_features else None)
+    import torch
+
     net = model.net
     per_slice = getattr(net, "forward_slices", None)
     logits, feats = [], []
@@ -54,29 +57,41 @@ def slice_logits(model: LoadedModel, x: np.ndarray, batch_size: int = 32) -> tup
 
 
 def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    return torch.softmax(torch.from_numpy(logits / temperature), -1).numpy()
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
 
 
 def study_probabilities(model: LoadedModel, prepared: PreparedStudy) -> tuple[np.ndarray, np.ndarray]:
-    """The study's class probabilities and each used slice's probabilities.
+    """The study's class probabilities and each row's probabilities.
+
+    ``"mean-features"`` models apply their head to the mean of the used slices' features.
+    The exported heads are affine (dropout, then one linear layer; an ensemble's mean of
+    such), so with an ONNX export that is the mean of the slice logits, computed without
+    torch.
 
     Args:
         model: the loaded model.
         prepared: output of ``prepare_study`` with the model's InputSpec.
 
     Returns:
-        ``(study_probs (K,), slice_probs (n, K))``, temperature-scaled.
+        ``(study_probs (K,), slice_probs (n, K))``, temperature-scaled; ``slice_probs`` has
+        one row per row of ``prepared.x`` (padding rows included).
     """
     t = model.temperature
     real = prepared.indices >= 0
     logits, feats = slice_logits(model, prepared.x)
     slice_probs = _softmax(logits, t)
     agg = model.config.aggregator
-    if agg == "mean-features":
+    if agg == "mean-features" and model.sessions:
+        study = _softmax(logits[real].mean(0), t)
+    elif agg == "mean-features":
+        import torch
+
         with torch.inference_mode():
             pooled = torch.from_numpy(feats[real].mean(0, keepdims=True))
             study = _softmax(model.net.head(pooled).float().numpy(), t)[0]
     elif model.config.unit == "bag" and prepared.groups is not None:
+        import torch
+
         with torch.inference_mode():
             groups = torch.from_numpy(np.stack([prepared.x[g] for g in prepared.groups]))
             group_logits = torch.cat([model.net(g[None]).float() for g in groups]).numpy()
@@ -105,43 +120,16 @@ def decide(model: LoadedModel, probs: np.ndarray) -> str:
     return classes[int(np.argmax(probs))]
 
 
-def predict_study(study: Study, model: LoadedModel, top_k: int = 5, read_seconds: float = 0.0) -> dict:
-    """Diagnose a study.
+def rank_rows(prepared: PreparedStudy, slice_probs: np.ndarray, class_index: int) -> np.ndarray:
+    """Rows of the prepared study (padding excluded) ordered by their probability of one class, highest first.
 
     Args:
-        study: the loaded study.
-        model: the loaded model (see ``chestdx.models.checkpoint.load_model``).
-        top_k: how many of the slices that drove the decision to report.
-        read_seconds: time spent reading the study (reported under ``timing_s``).
+        prepared: the prepared study.
+        slice_probs: ``(n, K)`` row probabilities.
+        class_index: the class that ranks them.
 
     Returns:
-        JSON-ready dict with ``kind``, ``probabilities`` (class -> p), ``decision``,
-        ``threshold``, ``model``, ``slices_used``, ``top_slices`` (study slice index and
-        score of the decided class), ``timing_s`` and ``warnings``.
+        Row indices into ``prepared.x`` (ties keep slice order).
     """
-    t0 = time.perf_counter()
-    prepared = prepare_study(study, model.config.input)
-    t1 = time.perf_counter()
-    probs, slice_probs = study_probabilities(model, prepared)
-    t2 = time.perf_counter()
-    decision = decide(model, probs)
-    target = model.config.classes.index(decision)
     real = np.flatnonzero(prepared.indices >= 0)
-    order = real[np.argsort(-slice_probs[real, target], kind="stable")][:top_k]
-    card = model.card
-    return {
-        "kind": study.kind,
-        "probabilities": {c: round(float(p), 4) for c, p in zip(model.config.classes, probs)},
-        "decision": decision,
-        "threshold": model.threshold,
-        "model": {"name": model.name, "recipe": model.config.name, "classes": list(model.config.classes),
-                  "trained_on": card.get("training", {}).get("data", {}).get("name"),
-                  "val_auc": card.get("metrics", {}).get("val", {}).get("auc"),
-                  "temperature": model.temperature, "intended_use": card.get("intended_use")},
-        "slices_used": [int(i) for i in prepared.indices[real]],
-        "top_slices": [{"index": int(prepared.indices[i]), "score": round(float(slice_probs[i, target]), 4)}
-                       for i in order],
-        "timing_s": {"read": round(read_seconds, 3), "preprocess": round(t1 - t0, 3),
-                     "classify": round(t2 - t1, 3), "total": round(read_seconds + t2 - t0, 3)},
-        "warnings": list(study.warnings) + list(getattr(prepared, "warnings", [])),
-    }
+    return real[np.argsort(-slice_probs[real, class_index], kind="stable")]

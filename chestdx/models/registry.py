@@ -1,15 +1,20 @@
-"""Recipe registry: a recipe is a `RecipeConfig` (data) plus a registered builder."""
+"""Recipe registry: a recipe is a `RecipeConfig` (data) plus a registered builder; a variant is a named config.
+
+This module is a leaf: it imports neither torch nor the recipes. The built-in recipes
+register themselves when ``chestdx.models.recipes`` is imported, which is where
+``get_recipe``, ``get_variant`` and ``build_model`` live.
+"""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable, Literal
 
 from chestdx.errors import ChestDxError
 from chestdx.preprocess.spec import InputSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -63,7 +68,7 @@ class RecipeConfig:
         return cls(**data)
 
 
-Builder = Callable[[RecipeConfig], nn.Module]
+Builder = Callable[[RecipeConfig], "nn.Module"]
 _RECIPES: dict[str, tuple[RecipeConfig, Builder]] = {}
 
 
@@ -88,55 +93,42 @@ def register_recipe(config: RecipeConfig) -> Callable[[Builder], Builder]:
     return wrap
 
 
-def list_recipes() -> list[str]:
-    """Returns: the registered recipe names, sorted."""
-    _load_builtin()
-    return sorted(_RECIPES)
-
-
-def get_recipe(name: str, **overrides) -> RecipeConfig:
-    """A copy of a recipe's default config, with top-level fields overridden.
+@dataclass(frozen=True)
+class Variant:
+    """A named configuration of a recipe (the way timm names ``arch.tag`` configs).
 
     Args:
-        name: recipe name.
-        **overrides: fields of `RecipeConfig` to replace (``classes=...``, ``params=...``).
-
-    Returns:
-        The config.
-
-    Raises:
-        ChestDxError: unknown recipe.
+        name: the variant's name (a bundled model trained from it carries the same name).
+        config: the full recipe config ``chestdx train --variant NAME`` trains one network of.
+        seeds: the seeds of the members, when the bundled model is a deep ensemble of them.
+        calibrate: the operating point fitted on validation (``"f1"``, ``"specificity=0.9"``).
+        data: the training data it was made for (``ADAPTER:PATH`` with the path relative to the
+            project's ``../shared/data``).
+        notes: how the bundled model was made from it, in one sentence.
     """
-    _load_builtin()
-    if name not in _RECIPES:
-        raise ChestDxError(f"unknown recipe {name!r}: choose one of {', '.join(sorted(_RECIPES))}")
-    config = copy.deepcopy(_RECIPES[name][0])
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    return config
+
+    name: str
+    config: RecipeConfig
+    seeds: tuple[int, ...] = (0,)
+    calibrate: str | None = None
+    data: str | None = None
+    notes: str = ""
 
 
-def build_model(config: RecipeConfig) -> nn.Module:
-    """Build the network of a recipe.
-
-    Every network maps a float tensor ``(B, C, H, W)`` (unit ``"slice"``) or
-    ``(B, S, C, H, W)`` (unit ``"bag"``) to logits ``(B, len(classes))``, and has:
-    ``encode(x)`` returning per-slice features ``(B, D)`` for slice input, ``head(f)``
-    mapping features to logits, and the attribute ``target_layer`` (dotted module name of
-    the default Grad-CAM layer).
-
-    Args:
-        config: the recipe config.
-
-    Returns:
-        The network, in training mode.
-    """
-    _load_builtin()
-    if config.name not in _RECIPES:
-        raise ChestDxError(f"unknown recipe {config.name!r}: choose one of {', '.join(sorted(_RECIPES))}")
-    return _RECIPES[config.name][1](config)
+_VARIANTS: dict[str, Variant] = {}
 
 
-def _load_builtin() -> None:
-    # The built-in recipes register themselves on import.
-    import chestdx.models.recipes  # noqa: F401
+def register_variant(variant: Variant) -> Variant:
+    """Args: variant: the variant (its recipe must be registered). Returns: the variant."""
+    _VARIANTS[variant.name] = variant
+    return variant
+
+
+def recipe_table() -> dict[str, tuple[RecipeConfig, Builder]]:
+    """Returns: the registered recipes (name -> default config, builder); see ``chestdx.models.recipes``."""
+    return _RECIPES
+
+
+def variant_table() -> dict[str, Variant]:
+    """Returns: the registered variants by name; see ``chestdx.models.recipes``."""
+    return _VARIANTS

@@ -1,14 +1,15 @@
 """Intensity transforms: HU windows, 8-bit rendering, top-percent clip, CLAHE, ImageNet normalisation.
 
 HU steps (windows) only apply to ``"hu"`` studies; ``"8bit"`` studies are used as they are,
-never pushed through a fake HU conversion.
+never pushed through a fake HU conversion. Written in NumPy with the arithmetic of MONAI's
+``ScaleIntensityRange``, ``ScaleIntensityRangePercentiles`` and ``NormalizeIntensity`` (the
+transforms the bundled models were trained with; ``tests/test_preprocess_intensity.py``
+checks each against MONAI), so that prediction does not import torch.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
-from monai.utils import convert_to_numpy
 from skimage.exposure import equalize_adapthist
 
 from chestdx.errors import ChestDxError
@@ -51,8 +52,26 @@ def apply_window(hu: np.ndarray, window: str = "lung") -> np.ndarray:
         array([0. , 0.5, 1. ], dtype=float32)
     """
     low, high = window_bounds(window)
-    scale = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
-    return convert_to_numpy(scale(np.asarray(hu, dtype=np.float32))).astype(np.float32, copy=False)
+    return scale_range(np.asarray(hu, dtype=np.float32), low, high, 0.0, 1.0)
+
+
+def scale_range(img: np.ndarray, a_min: float, a_max: float, b_min: float, b_max: float) -> np.ndarray:
+    """Map ``a_min..a_max`` linearly onto ``b_min..b_max`` and clip (MONAI ``ScaleIntensityRange``).
+
+    Args:
+        img: float32 array.
+        a_min: input value mapped to ``b_min``.
+        a_max: input value mapped to ``b_max``.
+        b_min: output minimum.
+        b_max: output maximum.
+
+    Returns:
+        float32 array; when ``a_min == a_max`` the image is only shifted (``img - a_min + b_min``).
+    """
+    if a_max - a_min == 0.0:
+        return (img - np.float32(a_min) + np.float32(b_min)).astype(np.float32, copy=False)
+    out = (img - np.float32(a_min)) / np.float32(a_max - a_min) * np.float32(b_max - b_min) + np.float32(b_min)
+    return np.clip(out, b_min, b_max).astype(np.float32, copy=False)
 
 
 def render_8bit(study: Study, window: str = "lung", slices: np.ndarray | None = None) -> np.ndarray:
@@ -87,8 +106,10 @@ def clip_top_percent(img: np.ndarray, percent: float = 0.5) -> np.ndarray:
     """
     arr = np.asarray(img, dtype=np.float32)
     stack = arr[None] if arr.ndim == 2 else arr
-    scale = ScaleIntensityRangePercentiles(lower=0.0, upper=100.0 - percent, b_min=0.0, b_max=255.0, clip=True, channel_wise=True)
-    out = convert_to_numpy(scale(stack)).astype(np.float32, copy=False)
+    out = np.empty(stack.shape, dtype=np.float32)
+    for i, image in enumerate(stack):
+        low, high = np.percentile(image, [0.0, 100.0 - percent])
+        out[i] = scale_range(image, float(low), float(high), 0.0, 255.0)
     return out[0] if arr.ndim == 2 else out
 
 
@@ -125,6 +146,6 @@ def imagenet_normalise(x01: np.ndarray) -> np.ndarray:
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"imagenet_normalise expects (n, 3, h, w) or (n, 1, h, w), got {x.shape}")
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if x.shape[1] == 3 else ((float(np.mean(IMAGENET_MEAN)),), (float(np.mean(IMAGENET_STD)),))
-    normalise = NormalizeIntensity(subtrahend=mean, divisor=std, channel_wise=True)
-    channels_first = np.ascontiguousarray(x.swapaxes(0, 1))  # MONAI wants the channel axis first
-    return np.ascontiguousarray(convert_to_numpy(normalise(channels_first)).swapaxes(0, 1), dtype=np.float32)
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)

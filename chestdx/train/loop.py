@@ -19,8 +19,11 @@ from tqdm.auto import tqdm
 from chestdx.evaluate.calibration import TemperatureScaler
 from chestdx.evaluate.metrics import auc_score, binary_metrics, multiclass_metrics
 from chestdx.errors import ChestDxError
-from chestdx.models.checkpoint import load_model, make_card, save_checkpoint
-from chestdx.models.registry import RecipeConfig, build_model
+from chestdx.models.card import ModelCard, new_card
+from chestdx.models.checkpoint import save_checkpoint
+from chestdx.models.loading import load_model
+from chestdx.models.recipes import build_model
+from chestdx.models.registry import RecipeConfig
 from chestdx.train.augment import augment_batch, slice_augmenter
 from chestdx.train.data import SampleSet, build_samples, to_model_input
 
@@ -43,7 +46,7 @@ class TrainResult:
     """
 
     net: torch.nn.Module
-    card: dict
+    card: ModelCard
     history: list[dict] = field(default_factory=list)
     out_dir: Path | None = None
 
@@ -210,9 +213,9 @@ def load_teacher(distil: dict, config: RecipeConfig) -> tuple[torch.nn.Module, d
     for p in teacher.net.parameters():
         p.requires_grad_(False)
     card = teacher.card
-    auc = card.get("metrics", {}).get("val", {}).get("auc")  # a bare value, or value + CI in final cards
-    provenance = {"name": card.get("name"), "path": str(teacher.path), "date": card.get("date"),
-                  "git_commit": card.get("git_commit"), "val_auc": auc["value"] if isinstance(auc, dict) else auc}
+    auc = card.metric("val", "auc")
+    provenance = {"name": card.name, "path": str(teacher.path), "date": card.date, "git_commit": card.git_commit,
+                  "val_auc": None if auc is None else auc.value}
     return teacher.net.to(memory_format=torch.channels_last).eval(), provenance
 
 
@@ -366,7 +369,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
 
 
 def _card(net, config, val: SampleSet, stage: dict, seed: int, name: str | None, history: list[dict],
-          seconds: float, data_description: dict | None, teachers: dict[str, dict]) -> dict:
+          seconds: float, data_description: dict | None, teachers: dict[str, dict]) -> ModelCard:
     logits = predict_samples(net, val, config, stage["method"], bf16=False)  # as prediction runs: float32
     scaler = TemperatureScaler().fit(logits, val.y)
     probs = scaler.transform(logits)
@@ -375,7 +378,7 @@ def _card(net, config, val: SampleSet, stage: dict, seed: int, name: str | None,
     else:
         val_metrics = {k: v for k, v in multiclass_metrics(val.y, probs, list(config.classes)).items()
                        if not isinstance(v, (dict, list))}
-    return make_card(
+    return new_card(
         config, name or f"{config.name}-seed{seed}",
         temperature=round(float(scaler.temperature_), 4),
         threshold=0.5,
@@ -384,6 +387,6 @@ def _card(net, config, val: SampleSet, stage: dict, seed: int, name: str | None,
                   "data": data_description or {}, "history": history,
                   **({"teachers": teachers} if teachers else {})},
         metrics={"val": {"level": "sample", "n": int(len(val)),
-                         **{k: (None if isinstance(v, float) and math.isnan(v) else round(float(v), 4))
+                         **{k: {"value": None if isinstance(v, float) and math.isnan(v) else round(float(v), 4)}
                             for k, v in val_metrics.items()}}},
     )

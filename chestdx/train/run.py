@@ -77,9 +77,8 @@ def train_command(config: RecipeConfig, data_spec: str, out_dir: str | Path, *, 
         for k, (train, val) in enumerate(patient_kfold(records, k=cv, seed=seed)):
             result = fit(config, train, val, Path(out_dir) / f"fold{k + 1}", seed=seed, epochs=epochs,
                          progress=progress, data_description={**data, "fold": k + 1, "folds": cv})
-            folds.append(result.card["metrics"]["val"])
-        keys = [k for k in folds[0] if k not in ("level", "n")]
-        values = {k: np.array([np.nan if f.get(k) is None else f[k] for f in folds], dtype=float) for k in keys}
+            folds.append({k: m.value for k, m in result.card.metrics["val"].values.items()})
+        values = {k: np.array([np.nan if f.get(k) is None else f[k] for f in folds], dtype=float) for k in folds[0]}
         summary = {"folds": folds, "mean": {k: float(np.nanmean(v)) for k, v in values.items()},
                    "sd": {k: float(np.nanstd(v, ddof=1)) for k, v in values.items()}}
         summary = to_json_ready(summary)
@@ -93,4 +92,4 @@ def train_command(config: RecipeConfig, data_spec: str, out_dir: str | Path, *, 
         data["split"] = "official" if all(r.split for r in records) else f"patient split, seed {seed}"
     data.update(n_train=len(train), n_val=len(val))
     result = fit(config, train, val, out_dir, seed=seed, epochs=epochs, progress=progress, data_description=data)
-    return {"out": str(out_dir), "val": result.card["metrics"]["val"], "history": result.history}
+    return {"out": str(out_dir), "val": result.card.metrics["val"].to_dict(), "history": result.history}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from chestdx.errors import ChestDxError
 from chestdx.io.split import patient_split
-from chestdx.models.checkpoint import WEIGHTS_FILE
+from chestdx.models.bundled import WEIGHTS_FILE
 from chestdx.models.registry import RecipeConfig
 from chestdx.train.loop import fit
 

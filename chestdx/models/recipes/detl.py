@@ -24,9 +24,9 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from chestdx.errors import ChestDxError
-from chestdx.models.checkpoint import WEIGHTS_FILE
-from chestdx.models.recipes.ai_corona import EfficientNetClassifier
-from chestdx.models.recipes.residual_attention import residual_units
+from chestdx.models.bundled import WEIGHTS_FILE
+from chestdx.models.networks.blocks import residual_units
+from chestdx.models.networks.efficientnet import EfficientNetClassifier
 from chestdx.models.registry import RecipeConfig, register_recipe
 from chestdx.preprocess.spec import InputSpec
 

@@ -18,30 +18,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import ResidualUnit
 from torch import nn
 
+from chestdx.models.networks.blocks import residual_units
 from chestdx.models.registry import RecipeConfig, register_recipe
 from chestdx.preprocess.spec import InputSpec
-
-
-def residual_units(in_channels: int, out_channels: int, n: int = 1, stride: int = 1) -> nn.Sequential:
-    """``n`` residual units; the first changes channels and stride.
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        n: number of units.
-        stride: stride of the first unit.
-
-    Returns:
-        The units, in sequence.
-    """
-    return nn.Sequential(*(
-        ResidualUnit(2, in_channels if i == 0 else out_channels, out_channels, strides=stride if i == 0 else 1,
-                     act="relu", norm="batch", last_conv_only=True)
-        for i in range(n)
-    ))
 
 
 class SoftMask(nn.Module):

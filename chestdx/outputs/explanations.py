@@ -145,3 +145,23 @@ def _prepare(out_dir: Path) -> None:
         for path in entries:
             path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_study_explanation(out_dir: str | Path, diagnosis) -> Path:
+    """Write the explanation of a diagnosis (``chestdx.pipeline.explain`` must have run).
+
+    Args:
+        out_dir: output folder (see `write_explanations` for what it refuses).
+        diagnosis: a `chestdx.pipeline.Diagnosis` with its ``explanation``.
+
+    Returns:
+        Path of ``explain.json``.
+    """
+    e = diagnosis.explanation
+    if e is None:
+        raise ValueError("the diagnosis has no explanation: run chestdx.pipeline.explain first")
+    model = diagnosis.model
+    return write_explanations(
+        out_dir, e.slice_indices, e.rendered, e.maps, e.method, e.class_index, e.class_name, e.probability,
+        extra={"model": model.name, "recipe": model.config.name, "slice_scores": [round(s, 4) for s in e.slice_scores]},
+        lung_masks=e.lung_masks, boxes=e.boxes, box_scores=e.box_scores)

@@ -1,0 +1,1 @@
+"""Networks, apart from the recipe configs that use them (recipes never import each other)."""
