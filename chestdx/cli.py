@@ -115,10 +115,12 @@ def _records(spec: str, split: str | None = None) -> list:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a recipe on a dataset and write a checkpoint with its model card."""
-    from chestdx.models.recipes import get_recipe
+    from chestdx.models.recipes import get_recipe, get_variant
     from chestdx.train.run import train_command
 
-    config = get_recipe(args.recipe)
+    if bool(args.recipe) == bool(args.variant):
+        raise ChestDxError("give either --recipe NAME or --variant NAME (see `chestdx recipes`)")
+    config = get_variant(args.variant).config if args.variant else get_recipe(args.recipe)
     if args.classes:
         config.classes = tuple(args.classes.split(","))
     summary = train_command(config, args.data, args.out, val_spec=args.val, source_spec=args.source,
@@ -192,9 +194,13 @@ def cmd_reader_study(args: argparse.Namespace) -> None:
 def cmd_recipes(args: argparse.Namespace) -> None:
     """List recipes and bundled models."""
     from chestdx.models.bundled import list_bundled
-    from chestdx.models.recipes import list_recipes
+    from chestdx.models.recipes import get_variant, list_recipes, list_variants
 
     print("recipes:        " + ", ".join(list_recipes()))
+    for name in list_variants():
+        variant = get_variant(name)
+        print(f"variant        {name} = {variant.config.name} on {variant.data}, seeds "
+              f"{', '.join(map(str, variant.seeds))}: {variant.notes}")
     print("bundled models: " + ", ".join(list_bundled()))
 
 
@@ -244,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--target", help="class to explain (default: the decided class)")
 
     p = sub.add_parser("train", help="train a recipe; writes model.pt + metadata.json")
-    p.add_argument("--recipe", required=True, help="recipe name (see `chestdx recipes`)")
+    p.add_argument("--recipe", help="recipe name with its default config (see `chestdx recipes`)")
+    p.add_argument("--variant", help="a registered variant, e.g. ct-default: the full config a bundled model was "
+                                     "trained with (one network; see `chestdx recipes` for how it was assembled)")
     p.add_argument("--data", required=True, help="ADAPTER:PATH, e.g. ucsd:../shared/data/ucsd-covid-ct")
     p.add_argument("--val", help="ADAPTER:PATH for validation (default: the data's official split or a patient split)")
     p.add_argument("--source", help="ADAPTER:PATH of the source task (two-stage recipes such as detl)")

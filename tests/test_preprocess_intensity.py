@@ -107,3 +107,41 @@ def test_imagenet_normalise_per_channel():
     np.testing.assert_allclose(grey, (1 - np.mean(IMAGENET_MEAN)) / np.mean(IMAGENET_STD), rtol=1e-5)
     with pytest.raises(ValueError):
         imagenet_normalise(np.zeros((1, 2, 4, 4)))
+
+
+# Prediction runs these in NumPy; training ran them through MONAI. They must agree.
+def test_numpy_intensity_steps_match_monai():
+    from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
+    from monai.utils import convert_to_numpy
+
+    from chestdx.preprocess.intensity import IMAGENET_MEAN, IMAGENET_STD, apply_window, clip_top_percent, imagenet_normalise
+
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-2000, 2000, (3, 40, 50)).astype(np.float32)
+    expected = convert_to_numpy(ScaleIntensityRange(a_min=-1350.0, a_max=150.0, b_min=0.0, b_max=1.0, clip=True)(hu))
+    np.testing.assert_allclose(apply_window(hu, "lung"), expected, atol=1e-6)
+    img = rng.uniform(0, 255, (3, 40, 50)).astype(np.float32)
+    img[2] = 7.0  # a flat slice: MONAI only shifts it
+    expected = convert_to_numpy(ScaleIntensityRangePercentiles(lower=0.0, upper=99.5, b_min=0.0, b_max=255.0, clip=True,
+                                                                channel_wise=True)(img))
+    np.testing.assert_allclose(clip_top_percent(img, 0.5), expected, atol=1e-3)
+    x = rng.uniform(0, 1, (2, 3, 8, 8)).astype(np.float32)
+    expected = convert_to_numpy(NormalizeIntensity(subtrahend=IMAGENET_MEAN, divisor=IMAGENET_STD, channel_wise=True)(
+        np.ascontiguousarray(x.swapaxes(0, 1)))).swapaxes(0, 1)
+    np.testing.assert_allclose(imagenet_normalise(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 512, 512), (2, 300, 417), (2, 100, 150), (1, 224, 224), (2, 513, 97)])
+def test_numpy_resize_matches_monai(shape):
+    from monai.transforms import Resize, SpatialPad
+    from monai.utils import convert_to_numpy
+
+    from chestdx.preprocess.resize import resize_slices
+
+    stack = np.random.default_rng(1).uniform(0, 255, shape).astype(np.float32)
+    mode = "area" if max(shape[1:]) >= 224 else "bilinear"
+    resized = Resize(224, size_mode="longest", mode=mode)(stack)
+    expected = convert_to_numpy(SpatialPad((224, 224), method="symmetric", mode="constant", value=float(stack.min()))(resized))
+    np.testing.assert_allclose(resize_slices(stack, 224), expected, atol=5e-3)
+    stretched = convert_to_numpy(Resize((224, 224), mode=mode)(stack))
+    np.testing.assert_allclose(resize_slices(stack, 224, keep_aspect=False), stretched, atol=5e-3)

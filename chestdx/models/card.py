@@ -108,7 +108,7 @@ class MetricSet:
         for key, entry in raw.items():
             if key in _SPLIT_FIELDS:
                 continue
-            if key.split("[")[0] in METRIC_NAMES and (entry is None or isinstance(entry, (int, float, dict))):
+            if key.split("[")[0] in METRIC_NAMES:
                 values[key] = Metric.parse(entry, f"{what}.{key}")
             else:
                 details[key] = entry

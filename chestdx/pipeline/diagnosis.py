@@ -225,7 +225,8 @@ def diagnose_source(source, model: str | None = None, *, series: str | int | Non
     from chestdx.io import load_study
     from chestdx.models.loading import load_model
 
+    chosen = load_model(model) if model is not None else None  # a broken model is reported before any reading
     t0 = time.perf_counter()
     study = load_study(source, series=series, kind=kind, progress=progress)
     read_seconds = time.perf_counter() - t0
-    return diagnose(study, load_model(model, kind=study.kind), read_seconds=read_seconds)
+    return diagnose(study, chosen or load_model(kind=study.kind), read_seconds=read_seconds)

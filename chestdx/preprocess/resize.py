@@ -20,8 +20,8 @@ def _weights(n_in: int, n_out: int, mode: str) -> np.ndarray:
     w = np.zeros((n_out, n_in), dtype=np.float64)
     scale = n_in / n_out
     for i in range(n_out):
-        if mode == "area":  # adaptive average pooling
-            start, end = math.floor(i * scale), math.ceil((i + 1) * scale)
+        if mode == "area":  # adaptive average pooling, in integers as PyTorch computes the windows
+            start, end = i * n_in // n_out, -(-(i + 1) * n_in // n_out)
             w[i, start:end] = 1.0 / (end - start)
         else:  # bilinear, align_corners=False
             src = max((i + 0.5) * scale - 0.5, 0.0)

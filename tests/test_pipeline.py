@@ -1,0 +1,121 @@
+"""The one diagnosis pipeline: each stage once per command, explanations from the same pass, the model cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import chestdx.models.predict as predict_module
+import chestdx.pipeline.diagnosis as diagnosis_module
+import chestdx.preprocess.pipeline as preprocess_module
+from chestdx.cli import main
+from chestdx.io import load_study
+from chestdx.io.sample import write_sample_series
+from chestdx.models.loading import load_model
+from chestdx.models.recipes import get_variant
+from chestdx.outputs.prediction import prediction_record, prediction_text
+from chestdx.pipeline import diagnose, explain
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline") / "study"
+    write_sample_series(folder, n_slices=30, size=160, progress=False)
+    return folder
+
+
+def _count(monkeypatch, module, name: str) -> list:
+    calls = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_predict_with_explanation_runs_each_stage_once(study_dir, tmp_path, monkeypatch, capsys):
+    lungs = _count(monkeypatch, preprocess_module, "segment_lungs")
+    prepare = _count(monkeypatch, diagnosis_module, "prepare_study")
+    classify = _count(monkeypatch, predict_module, "slice_logits")
+    import chestdx.explain.maps as maps
+
+    explained = _count(monkeypatch, maps, "explain_slices")
+    assert main(["--quiet", "predict", str(study_dir), "--json", "--explain", "gradcam", "--slices", "2",
+                 "--out", str(tmp_path / "maps")]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert (len(lungs), len(prepare), len(classify), len(explained)) == (1, 1, 1, 1)
+    assert explained[0][1].shape[0] == 2  # only the explained slices go through the network again
+    assert set(answer["timing_s"]) == {"read", "lungs", "preprocess", "classify", "explain", "total"}
+    assert answer["timing_s"]["total"] == pytest.approx(sum(v for k, v in answer["timing_s"].items() if k != "total"),
+                                                        abs=0.01)
+    shown = json.loads((tmp_path / "maps" / "explain.json").read_text())
+    assert [s["index"] for s in shown["slices"]] == [s["index"] for s in answer["top_slices"][:2]]
+
+
+def test_explanation_of_another_class_ranks_slices_for_it(study_dir):
+    d = diagnose(load_study(study_dir, progress=False), load_model("ct-default"))
+    other = [c for c in d.model.config.classes if c != d.decision][0]
+    e = explain(d, "cam", n_slices=3, target=other)
+    k = d.model.config.classes.index(other)
+    best = sorted(d.slice_probs[d.prepared.indices >= 0, k])[::-1][:3]
+    np.testing.assert_allclose(sorted(e.slice_scores)[::-1], best)
+    assert e.maps.shape == (3,) + d.study.pixels.shape[1:] and d.explanation is e
+
+
+def test_prediction_record_keeps_its_keys_and_adds_the_limitations(study_dir):
+    d = diagnose(load_study(study_dir, progress=False), load_model("ct-default"))
+    record = prediction_record(d, top_k=3)
+    assert {"kind", "probabilities", "decision", "threshold", "model", "slices_used", "top_slices", "timing_s",
+            "warnings"} <= set(record)
+    assert set(record["model"]) >= {"name", "recipe", "classes", "trained_on", "val_auc", "temperature", "intended_use"}
+    assert isinstance(record["model"]["val_auc"], float)  # a number, not the card's {value, ci} entry
+    assert record["limitations"] == d.model.card.limitations and record["limitations"]
+    text = prediction_text(record)
+    assert "research use only" in text and record["limitations"][0] in text
+
+
+def test_load_model_is_cached_until_the_checkpoint_changes(tmp_path):
+    first = load_model("ct-default")
+    assert load_model("ct-default") is first
+    copy = tmp_path / "model"
+    shutil.copytree(first.path, copy)
+    a = load_model(copy)
+    assert load_model(copy) is a and a is not first
+    card = copy / "metadata.json"
+    card.write_text(card.read_text().replace('"threshold": 0.4549', '"threshold": 0.6'))
+    os.utime(card, ns=(card.stat().st_atime_ns, card.stat().st_mtime_ns + 10**9))
+    b = load_model(copy)
+    assert b is not a and b.threshold == 0.6
+
+
+def test_fingerprint_warns_about_a_study_outside_the_training_data(study_dir):
+    import dataclasses
+
+    model = load_model("ct-default")
+    outside = dataclasses.replace(model, card=dataclasses.replace(model.card, fingerprint={"kinds": ["xray"],
+                                                                                           "intensity": ["8bit"]}))
+    d = diagnose(load_study(study_dir, progress=False), outside)
+    assert any("trained on xray only" in w for w in d.warnings)
+    assert any("trained on 8bit images" in w for w in d.warnings)
+    assert not any("trained on" in w for w in diagnose(load_study(study_dir, progress=False), model).warnings)
+
+
+def test_ct_default_is_a_variant_that_train_reproduces(monkeypatch, tmp_path):
+    variant = get_variant("ct-default")
+    shipped = load_model("ct-default").config.to_dict()
+    assert shipped["params"].pop("members") == len(variant.seeds) == 3
+    assert variant.config.to_dict() == shipped
+    seen = {}
+    import chestdx.train.run as run
+
+    monkeypatch.setattr(run, "train_command", lambda config, *a, **k: seen.setdefault("config", config) and {})
+    assert main(["--quiet", "train", "--variant", "ct-default", "--data", "folder:x", "--out", str(tmp_path)]) == 0
+    assert seen["config"].to_dict() == variant.config.to_dict()
+    assert main(["--quiet", "train", "--data", "folder:x", "--out", str(tmp_path)]) == 2
