@@ -1,10 +1,13 @@
-"""Speed and memory of `predict` on a generated 300-slice DICOM study, per recipe and per stage.
+"""Speed and memory of `predict`: whole processes as a user runs them, and the pipeline's stages in process.
 
-Stages: read (DICOM -> Study), lungs (lung mask), select (slice filter/selection, window,
-resize), classify (network + aggregation). When the default model is an ensemble, its first
-member alone is timed too (the speed side of the ensemble's accuracy gain). The default model
-is also timed with each inference engine (fp32, bf16 autocast, ONNX Runtime), with the
-largest change of any probability against fp32.
+Whole process: ``chestdx --quiet predict STUDY --json`` (start-up, model loading and
+everything) on the 120-slice ``chestdx sample`` study and on a generated 300-slice study,
+with and without ``--explain gradcam``, and the stages the command itself reports.
+In process (`chestdx.pipeline.diagnose`): read (DICOM -> Study), lungs (lung mask),
+preprocess (slice filter/selection, window, crop, resize), classify (network + aggregation),
+per recipe. When the default model is an ensemble, its first member alone is timed too. The
+default model is also timed with torch fp32 and ONNX Runtime, with the largest change of any
+probability between them.
 
 Usage:
     python benchmarks/predict.py [--slices 300] [--threads 2] [--repeats 3]
@@ -13,7 +16,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +30,12 @@ import torch
 
 from chestdx.io import load_study
 from chestdx.io.sample import write_sample_series
+from chestdx.models.card import new_card
+from chestdx.models.checkpoint import save_checkpoint
 from chestdx.models.loading import LoadedModel, load_model
-from chestdx.models.predict import study_probabilities
 from chestdx.models.recipes import build_model, get_recipe, list_recipes
 from chestdx.models.registry import RecipeConfig
-from chestdx.preprocess.pipeline import needs_lung_mask, prepare_study, study_lung_mask
+from chestdx.pipeline import diagnose
 
 
 def _best(fn, repeats: int):
@@ -39,28 +47,49 @@ def _best(fn, repeats: int):
     return min(times), out
 
 
+def whole_process(study: Path, repeats: int, *extra: str) -> tuple[float, dict]:
+    """Best wall time of ``chestdx --quiet predict STUDY --json [extra]`` in a fresh process, and its ``timing_s``."""
+    best, timing = float("inf"), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            args = [a.replace("{tmp}", f"{tmp}/{i}") for a in extra]
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, "-m", "chestdx.cli", "--quiet", "predict", str(study), "--json", *args],
+                                 capture_output=True, text=True, check=True)
+            wall = time.perf_counter() - t0
+            if wall < best:
+                best, timing = wall, json.loads(out.stdout)["timing_s"]
+    return best, timing
+
+
 def time_stages(folder: Path, model: LoadedModel, repeats: int) -> dict:
-    """Returns: seconds per stage, slices classified and slices/s through the classifier."""
+    """Returns: best seconds per stage of `diagnose`, slices classified and slices/s through the classifier."""
     read_s, study = _best(lambda: load_study(folder, progress=False), repeats)
-    spec = model.config.input
-    lungs_s, mask = _best(lambda: study_lung_mask(study) if needs_lung_mask(spec) else None, repeats)
-    select_s, prepared = _best(lambda: prepare_study(study, spec, lung_mask=mask), repeats)
-    classify_s, _ = _best(lambda: study_probabilities(model, prepared), repeats)
-    n = int((prepared.indices >= 0).sum())
-    return {"read": read_s, "lungs": lungs_s, "select": select_s, "classify": classify_s,
-            "total": read_s + lungs_s + select_s + classify_s, "slices": n, "slices_per_s": n / classify_s,
-            "prepared": prepared}
+    runs = [diagnose(study, model) for _ in range(repeats)]
+    stage = {k: min(d.timing[k] for d in runs) for k in ("lungs", "preprocess", "classify")}
+    n = int((runs[0].prepared.indices >= 0).sum())
+    return {"read": read_s, **stage, "total": read_s + sum(stage.values()), "slices": n,
+            "slices_per_s": n / stage["classify"], "prepared": runs[0].prepared}
 
 
 def first_member(model: LoadedModel) -> LoadedModel:
-    """Args: model: an ensemble. Returns: its first member alone (network and ONNX session)."""
+    """Args: model: an ensemble with one ONNX export per member. Returns: its first member alone."""
     config = RecipeConfig.from_dict(model.config.to_dict())
     config.params = {k: v for k, v in config.params.items() if k != "members"}
-    return LoadedModel(model.net.members[0], config, model.card, model.path, model.sessions[:1])
+    return LoadedModel(dataclasses.replace(model.card, recipe=config), model.path, model.sessions[:1])
+
+
+def untrained(name: str, folder: Path) -> LoadedModel:
+    """Args: name: a CT recipe; folder: where to write its checkpoint. Returns: the untrained network, loaded."""
+    config = get_recipe(name, classes=("non-covid", "covid"))
+    if "pretrained" in config.params:
+        config.params = {**config.params, "pretrained": False}
+    save_checkpoint(build_model(config).eval(), new_card(config, name), folder)
+    return load_model(folder)
 
 
 def engines(model: LoadedModel, prepared, repeats: int) -> list[tuple[str, float, float]]:
-    """Time the default model's classifier with fp32, bf16 autocast and ONNX Runtime.
+    """Time the default model's classifier with torch fp32 (and bf16 autocast where the CPU has it) and ONNX Runtime.
 
     Returns:
         ``(engine, seconds, max |p - p_fp32|)`` rows.
@@ -78,8 +107,9 @@ def engines(model: LoadedModel, prepared, repeats: int) -> list[tuple[str, float
     rows = []
     fp32_s, ref = _best(lambda: eager(False), repeats)
     rows.append(("torch fp32 channels_last", fp32_s, 0.0))
-    bf16_s, p = _best(lambda: eager(True), repeats)
-    rows.append(("torch bf16 autocast", bf16_s, float(np.abs(p - ref).max())))
+    if torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX"):
+        bf16_s, p = _best(lambda: eager(True), repeats)
+        rows.append(("torch bf16 autocast", bf16_s, float(np.abs(p - ref).max())))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(net, x[:1], path, input_names=["x"], output_names=["logits"],
@@ -101,29 +131,34 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"CPU capability (torch): {torch.backends.cpu.get_cpu_capability()}, {args.threads} threads, best of {args.repeats}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "study"
+        sample, folder = Path(tmp) / "sample", Path(tmp) / "study"
+        write_sample_series(sample, n_slices=120, progress=False)
         write_sample_series(folder, n_slices=args.slices, progress=False)
+        print("\nwhole `chestdx predict --json` process (start-up included), wall s, and the stages it reports:")
+        for label, study in (("120-slice chestdx sample", sample), (f"{args.slices}-slice study", folder)):
+            for extra in ((), ("--explain", "gradcam", "--out", "{tmp}")):
+                wall, timing = whole_process(study, args.repeats, *extra)
+                stages = "  ".join(f"{k} {v:.2f}" for k, v in timing.items())
+                print(f"  {label:26s} {' '.join(extra[:2]) or 'predict':18s} {wall:6.2f} s   ({stages})")
+
         models = {"ct-default (bundled)": load_model("ct-default")}
-        if hasattr(models["ct-default (bundled)"].net, "members"):
-            members = len(models["ct-default (bundled)"].net.members)
+        if len(models["ct-default (bundled)"].sessions) > 1:
+            members = len(models["ct-default (bundled)"].sessions)
             models[f"ct-default, 1 of {members} members"] = first_member(models["ct-default (bundled)"])
         for name in list_recipes():
-            config = get_recipe(name, classes=("non-covid", "covid"))
-            if config.input.channels == 3 and "pretrained" in config.params:
-                config.params = {**config.params, "pretrained": False}
-            if name == "detl":
-                continue  # X-ray recipe: not for CT volumes
-            models[f"{name} (untrained)"] = LoadedModel(build_model(config).eval(), config, {"name": name}, Path(name))
-        print(f"{args.slices}-slice 512x512 DICOM study, {args.threads} threads, best of {args.repeats}")
-        print(f"{'model':34s} {'read':>6s} {'lungs':>6s} {'select':>6s} {'classify':>8s} {'total':>6s} "
+            if name != "detl":  # X-ray recipe: not for CT volumes
+                models[f"{name} (untrained)"] = untrained(name, Path(tmp) / name)
+        print(f"\nin process, {args.slices}-slice 512x512 DICOM study (chestdx.pipeline.diagnose)")
+        print(f"{'model':34s} {'read':>6s} {'lungs':>6s} {'prep':>6s} {'classify':>8s} {'total':>6s} "
               f"{'slices':>6s} {'slices/s':>8s}")
         default_prepared = None
         for label, model in models.items():
             r = time_stages(folder, model, args.repeats)
             default_prepared = default_prepared or r["prepared"]
-            print(f"{label:34s} {r['read']:6.2f} {r['lungs']:6.2f} {r['select']:6.2f} {r['classify']:8.2f} "
+            print(f"{label:34s} {r['read']:6.2f} {r['lungs']:6.2f} {r['preprocess']:6.2f} {r['classify']:8.2f} "
                   f"{r['total']:6.2f} {r['slices']:6d} {r['slices_per_s']:8.1f}")
         print("\ndefault model classifier by engine (same slices):")
         for engine, seconds, diff in engines(models["ct-default (bundled)"], default_prepared, args.repeats):

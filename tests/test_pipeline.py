@@ -52,7 +52,8 @@ def test_predict_with_explanation_runs_each_stage_once(study_dir, tmp_path, monk
     answer = json.loads(capsys.readouterr().out)
     assert (len(lungs), len(prepare), len(classify), len(explained)) == (1, 1, 1, 1)
     assert explained[0][1].shape[0] == 2  # only the explained slices go through the network again
-    assert set(answer["timing_s"]) == {"read", "lungs", "preprocess", "classify", "explain", "total"}
+    assert set(answer["timing_s"]) == {"read", "lungs", "preprocess", "classify", "explain_setup", "explain",
+                                      "total"}
     assert answer["timing_s"]["total"] == pytest.approx(sum(v for k, v in answer["timing_s"].items() if k != "total"),
                                                         abs=0.01)
     shown = json.loads((tmp_path / "maps" / "explain.json").read_text())
