@@ -276,7 +276,7 @@ def main() -> None:
         raise ChestDxError(f"no slice with a lesion under {args.data}/test: check --data and --limit")
     p = np.asarray(out["p_covid"])
     print(f"date {dt.date.today()}; model {model.name} (recipe {model.config.name}, card commit "
-          f"{model.card.get('git_commit')}, trained {model.card.get('date')})")
+          f"{model.card.git_commit}, trained {model.card.date})")
     print(f"{n} slices with lesions scored, {out['skipped']} with an empty infection mask skipped; "
           f"P(covid) per slice (calibrated): mean {p.mean():.2f}, {int((p >= model.threshold).sum())}/{n} "
           f">= threshold {model.threshold}")

@@ -33,6 +33,7 @@ import torch
 from chestdx.evaluate.metrics import auc_score
 from chestdx.io.datasets import ucsd_covid_ct
 from chestdx.models.bundled import CARD_FILE
+from chestdx.models.card import read_card
 from chestdx.models.loading import load_model
 from chestdx.models.recipes import get_recipe
 from chestdx.models.registry import RecipeConfig
@@ -194,13 +195,13 @@ def main() -> None:
                 print(json.dumps({"row": name, "seeds": args.ensemble_seeds, **row}), flush=True)
             continue
         run_dir = train_row(name, args.seed, out, args.reuse, train, val, data)
-        card = json.loads((run_dir / CARD_FILE).read_text())
-        history = card["training"]["history"]
+        card = read_card(run_dir)
+        history = card.training["history"]
         auc, tta = val_aucs(load_model(run_dir), val)
         row = {"row": name, "base": ROWS[name][0], "change": ROWS[name][1], "seed": args.seed,
                "val_auc_best_epoch": max(h["val_auc"] for h in history), "val_auc": round(float(auc), 4),
                "val_auc_flip_tta": round(float(tta), 4),
-               "epochs": len(history), "minutes": round(card["training"]["seconds"] / 60, 1),
+               "epochs": len(history), "minutes": round(card.training["seconds"] / 60, 1),
                "history_val_auc": [h["val_auc"] for h in history], "finished": time.strftime("%Y-%m-%d %H:%M")}
         with open(out / "ablation.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

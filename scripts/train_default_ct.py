@@ -32,6 +32,7 @@ from chestdx.evaluate.report import evaluate_predictions
 from chestdx.evaluate.run import calibrate_model, predict_records
 from chestdx.io.datasets import ucsd_covid_ct
 from chestdx.models.bundled import CARD_FILE, WEIGHTS_DIR
+from chestdx.models.card import MetricSet, read_card, write_card
 from chestdx.models.checkpoint import assemble_ensemble, export_onnx
 from chestdx.models.loading import load_model
 
@@ -105,7 +106,7 @@ def evaluate_candidate(folder: Path, size: int, val: list, test: list, seed: int
     calibrate_model(str(folder), val, target="f1", split_name="val (official)", progress=False)
     model = load_model(folder)
     result = {split: score(model, recs, model.threshold, seed) for split, recs in (("val", val), ("test", test))}
-    return {**result, "train_minutes": round(model.card["training"]["seconds"] / 60, 1)}
+    return {**result, "train_minutes": round(model.card.training["seconds"] / 60, 1)}
 
 
 def _points(result: dict) -> dict:
@@ -142,7 +143,7 @@ def main() -> None:
         folder = runs[0] if len(runs) == 1 else assemble_ensemble(runs, out / f"{args.row}-ensemble-{key.replace('+', '-')}")
         results[key] = evaluate_candidate(folder, size, val, test, seeds[0])
         if len(runs) > 1:
-            members = json.loads((folder / CARD_FILE).read_text())["members"]
+            members = read_card(folder).members
             results[key]["member_val_auc"] = [m["val_auc"] for m in members]
             if args.score_members:
                 for seed, run in zip(seeds, runs):
@@ -153,11 +154,11 @@ def main() -> None:
     best = max(results, key=lambda k: results[k]["val"]["auc"]["value"])
     print("chosen candidate (best val AUC): seeds", best, flush=True)
     chosen = folders[best]
-    card = json.loads((chosen / CARD_FILE).read_text())
-    card["name"] = "ct-default"
-    card["metrics"] = {"val": results[best]["val"], "test": results[best]["test"]}
+    card = read_card(chosen)
+    card.name = "ct-default"
+    card.metrics = {split: MetricSet.parse(results[best][split], split) for split in ("val", "test")}
     ablation = Path(args.ablation)
-    card["selection"] = {
+    card.selection = {
         "criterion": "ablation rows compared on val AUC (scripts/ablate_ct.py); among the candidates of the chosen "
                      "row (single seeds, or ensembles of consecutive seeds), the best val AUC is installed",
         "row": args.row,
@@ -171,10 +172,10 @@ def main() -> None:
            if singles else {}),
         "ablation": [json.loads(line) for line in ablation.read_text().splitlines()] if ablation.is_file() else [],
     }
-    card["limitations"] = LIMITATIONS
-    card["written"] = time.strftime("%Y-%m-%d")
-    (chosen / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    print(json.dumps(card["selection"]["mean_over_candidates"]), flush=True)
+    card.limitations = LIMITATIONS
+    card.extra["written"] = time.strftime("%Y-%m-%d")
+    write_card(card, chosen)
+    print(json.dumps(card.selection["mean_over_candidates"]), flush=True)
     if args.install:
         target = WEIGHTS_DIR / "ct-default"
         shutil.rmtree(target, ignore_errors=True)
