@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -204,6 +205,11 @@ def cmd_recipes(args: argparse.Namespace) -> None:
     print("bundled models: " + ", ".join(list_bundled()))
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM ends the command the way Ctrl-C does: temporary folders are removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns: the argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="chestdx", description=__doc__.splitlines()[0] + " Research use only, not for clinical use.")
@@ -312,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="chestdx: %(message)s")
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         args.func(args)
     except ChestDxError as exc:

@@ -10,4 +10,10 @@ class ChestDxError(Exception):
 
     Example:
         >>> raise ChestDxError("folder 'scans/' holds no image files: point chestdx at a DICOM folder, a .zip, a NIfTI file or image slices")
+
+    The message is always one line: line breaks in it (a decoder's multi-line error
+    quoted in it, for example) are folded into spaces.
     """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(" ".join(str(message).split()))

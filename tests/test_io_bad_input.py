@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,116 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     assert main(["--quiet", "info", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("chestdx: error:") and "is empty" in err and "\n" not in err
+
+
+# Damaged input found by fuzzing (issue: reliability): each ends in one project error line, never a traceback.
+def _explicit_vr_ct(tmp_path) -> Path:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_corrupted_decimal_string_is_one_line(tmp_path):
+    path = _explicit_vr_ct(tmp_path)
+    raw = path.read_bytes()
+    tag = b"\x28\x00\x53\x10DS"  # RescaleSlope: a traceback before
+    at = raw.index(tag) + 6
+    length = int.from_bytes(raw[at:at + 2], "little")
+    path.write_bytes(raw[:at + 2] + b"0>".ljust(length, b" ") + raw[at + 2 + length:])
+    with pytest.raises(ChestDxError) as err:
+        load_study(path, progress=False)
+    assert "\n" not in str(err.value) and "could not be read" in str(err.value)
+
+
+def test_unknown_value_representation_is_one_line(tmp_path):
+    path = _explicit_vr_ct(tmp_path)
+    raw = path.read_bytes()
+    tag = b"\x18\x00\x00\x51CS"  # PatientPosition
+    assert tag in raw
+    path.write_bytes(raw.replace(tag, b"\x18\x00\x00\x51CN"))
+    try:
+        study = load_study(path, progress=False)
+    except ChestDxError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert study.pixels.shape[0] == 1
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf])
+def test_non_finite_nifti_is_refused(tmp_path, fill):
+    import nibabel as nib
+
+    volume = np.full((64, 64, 20), -800.0, np.float32)
+    volume[10:20, 10:20, 5] = fill
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.raises(ChestDxError, match="NaN or infinite"):
+        load_study(tmp_path / "v.nii.gz", progress=False)
+
+
+def test_highly_compressed_member_is_refused_before_unpacking(tmp_path):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("scan/junk.dcm", "w") as member:
+            for _ in range(40):
+                member.write(bytes(2**20))
+    assert path.stat().st_size < 2**20
+    with pytest.raises(ChestDxError, match="zip bomb"):
+        load_study(path, progress=False)
+
+
+def test_junk_named_dcm_is_refused_without_parsing_it(tmp_path, monkeypatch):
+    import pydicom
+
+    (tmp_path / "junk.dcm").write_bytes(bytes(3 * 2**20))
+    calls = []
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: calls.append(a) or pytest.fail("parsed junk"))
+    with pytest.raises(ChestDxError, match="not a readable DICOM file"):
+        load_study(tmp_path / "junk.dcm", progress=False)
+    assert calls == []
+
+
+def test_error_messages_are_one_line():
+    assert str(ChestDxError("decoder failed:\n  plugin a: x\n  plugin b: y")) == "decoder failed: plugin a: x plugin b: y"
+
+
+def test_unreadable_folder_is_not_called_empty(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "sub").mkdir()
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kwargs):  # as os.walk reports a folder it may not list (CI runs as root)
+        onerror(PermissionError(13, "Permission denied", str(tmp_path / "sub")))
+        return real_walk(top, onerror=onerror, **kwargs)
+
+    monkeypatch.setattr(os, "walk", walk)
+    with pytest.raises(ChestDxError, match="sub cannot be read .permission denied."):
+        load_study(tmp_path, progress=False)
+
+
+def test_sigterm_while_unpacking_removes_the_temporary_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(400):
+            zf.writestr(f"s/{i:04d}.dcm", os.urandom(2**18))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "chestdx.cli", "--quiet", "info", str(archive)],
+                            env={**os.environ, "TMPDIR": str(scratch)}, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(scratch.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    assert rc in (143, 2), proc.stderr.read()  # terminated, or it finished (refusing the junk) first
+    assert not [p for p in scratch.iterdir() if p.is_dir()]

@@ -13,14 +13,20 @@ from tqdm.auto import tqdm
 from chestdx.errors import ChestDxError
 
 _CHUNK = 1 << 20
+MAX_MEMBER_BYTES = 2 * 2**30
+"""Largest single file unpacked from a zip (an enhanced multi-frame CT is well below it)."""
+MAX_RATIO = 100
+"""Largest compression ratio of a member over 16 MiB (pixel data compresses a few times, zeros a thousand)."""
 
 
 def check_zip(zf: zipfile.ZipFile, name: str, *, max_bytes: int, max_files: int) -> list[zipfile.ZipInfo]:
     """Check a zip's directory before anything is extracted.
 
     Refuses members with absolute paths or ``..`` parts (zip-slip), more than
-    ``max_files`` members, or more than ``max_bytes`` declared uncompressed bytes
-    (zip bombs).
+    ``max_files`` members, more than ``max_bytes`` declared uncompressed bytes, and
+    members that no real study holds: one over ``MAX_MEMBER_BYTES``, or a large one
+    compressed more than ``MAX_RATIO`` times (zip bombs; image data does not compress so
+    far).
 
     Args:
         zf: the open zip file.
@@ -39,6 +45,12 @@ def check_zip(zf: zipfile.ZipFile, name: str, *, max_bytes: int, max_files: int)
     if total > max_bytes:
         raise ChestDxError(f"{name} would unpack to {total / 2**30:.2f} GiB, more than the limit of "
                            f"{max_bytes / 2**30:.2f} GiB: zip one study at a time, or raise max_bytes if this is expected")
+    for member in members:
+        if member.file_size > MAX_MEMBER_BYTES or (
+                member.file_size > 16 * 2**20 and member.file_size > MAX_RATIO * max(member.compress_size, 1)):
+            raise ChestDxError(f"{name} holds {member.filename!r}, which unpacks to {member.file_size / 2**20:.0f} MiB "
+                               f"from {member.compress_size / 2**20:.2f} MiB: no study file looks like that (a zip bomb?); "
+                               "refusing to unpack it")
     for member in zf.infolist():
         posix, windows = PurePosixPath(member.filename), PureWindowsPath(member.filename)
         if posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:

@@ -158,7 +158,10 @@ def read_headers(paths: list[Path], names: list[str], *, progress: bool) -> tupl
     for path, name in tqdm(list(zip(paths, names)), desc="reading DICOM headers", unit="file",
                            disable=not progress or len(paths) < 2, leave=False):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not _has_preamble(path))
+            preamble = _has_preamble(path)
+            if not preamble and not _starts_like_dicom(path):
+                raise InvalidDicomError("neither a DICOM preamble nor a DICOM first tag")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not preamble)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
             unreadable.append(name)
             continue
@@ -173,6 +176,20 @@ def _has_preamble(path: Path) -> bool:
     with open(path, "rb") as fh:
         fh.seek(128)
         return fh.read(4) == b"DICM"
+
+
+def _starts_like_dicom(path: Path) -> bool:
+    """Whether a file without the preamble starts like a raw DICOM data set (first tag in group 0002 or 0008).
+
+    pydicom's forced read of a file that is not DICOM can take seconds per megabyte; this
+    decides from the first four bytes.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if len(head) < 4:
+        return False
+    little, big = int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big")
+    return little in (0x0002, 0x0008) or big in (0x0002, 0x0008)
 
 
 def has_dicom_magic(path: Path) -> bool:
@@ -419,11 +436,18 @@ def transfer_syntax_name(ds: Dataset) -> str:
     return UID(str(transfer)).name if transfer else ""
 
 
+def reason(exc: BaseException) -> str:
+    """Args: exc: a library's exception. Returns: its first line, at most 200 characters (decoders' messages run long)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _read_full(header: _Header) -> Dataset:
     try:
         return pydicom.dcmread(header.path, force=not _has_preamble(header.path))
     except Exception as exc:  # pydicom raises many types on damaged files
-        raise ChestDxError(f"cannot read DICOM file {header.name} ({exc}): the file is damaged or truncated; "
+        raise ChestDxError(f"cannot read DICOM file {header.name} ({reason(exc)}): the file is damaged or truncated; "
                            "re-export the series or remove that file") from exc
 
 
@@ -431,7 +455,7 @@ def _pixels(ds: Dataset, name: str) -> np.ndarray:
     try:
         return ds.pixel_array
     except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError ...
-        raise ChestDxError(f"cannot decode the pixels of {name} (transfer syntax {transfer_syntax_name(ds) or '?'}): {exc}. The file may be "
+        raise ChestDxError(f"cannot decode the pixels of {name} (transfer syntax {transfer_syntax_name(ds) or '?'}): {reason(exc)}. The file may be "
                            "truncated, or compressed in a way the installed decoders (pylibjpeg) do not handle; "
                            "re-export it uncompressed or remove it") from exc
 

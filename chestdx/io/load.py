@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from pydicom.errors import BytesLengthException, InvalidDicomError
+
 from chestdx.errors import ChestDxError
 from chestdx.io.archive import extracted_zip
-from chestdx.io.dicom import has_dicom_magic, read_dicom
+from chestdx.io.dicom import has_dicom_magic, read_dicom, reason
 from chestdx.io.images import IMAGE_SUFFIXES, read_image_files
 from chestdx.io.nifti import is_nifti, read_nifti
 from chestdx.io.study import Study
@@ -45,7 +50,7 @@ def scan_folder(root: Path, *, max_files: int) -> _FolderContents:
         The files by type, each list in sorted path order.
     """
     found = _FolderContents()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
         for filename in sorted(filenames):
             if filename.startswith(".") or filename.upper() == "DICOMDIR":
@@ -65,6 +70,10 @@ def scan_folder(root: Path, *, max_files: int) -> _FolderContents:
             elif not lower.endswith(_IGNORED_SUFFIXES) and has_dicom_magic(path):
                 found.dicom.append(path)
     return found
+
+
+def _raise(error: OSError) -> None:
+    raise error  # an unreadable folder is not an empty one
 
 
 def _names(paths: list[Path], root: Path) -> list[str]:
@@ -121,13 +130,53 @@ def load_study(path, *, series: str | int | None = None, kind: str | None = None
         The Study.
 
     Raises:
-        ChestDxError: the input cannot be read; the message says why and what to do.
+        ChestDxError: the input cannot be read, or its pixels are not finite numbers; the
+            message (one line) says why and what to do. A parser's or decoder's own error on
+            damaged input (a malformed value, an unknown value representation) becomes one too.
 
     Example:
         >>> study = load_study("scans/patient1/")   # doctest: +SKIP
         >>> study.kind, study.intensity, study.pixels.shape   # doctest: +SKIP
         ('ct-volume', 'hu', (120, 512, 512))
     """
+    try:
+        study = _read(path, series=series, kind=kind, keep_phi=keep_phi, progress=progress, max_bytes=max_bytes,
+                      max_files=max_files)
+    except ChestDxError:
+        raise
+    except PermissionError as exc:
+        raise ChestDxError(f"{exc.filename or path} cannot be read (permission denied): give chestdx read access") from exc
+    except DAMAGED_INPUT_ERRORS as exc:
+        raise ChestDxError(f"{path} could not be read: {reason(exc)} ({type(exc).__name__}); the file is damaged or "
+                           "written in a way chestdx does not handle: check it, or re-export it") from exc
+    check_finite(study)
+    return study
+
+
+DAMAGED_INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OverflowError,
+                        EOFError, RuntimeError, struct.error, zlib.error, MemoryError, OSError, BytesLengthException,
+                        InvalidDicomError)
+"""What readers and decoders raise on damaged input (besides their own project error)."""
+
+
+def check_finite(study: Study) -> None:
+    """Refuse a study whose pixels are not all finite numbers (NaN or infinite values are never diagnosed).
+
+    Args:
+        study: the study.
+
+    Raises:
+        ChestDxError: some pixels are NaN or infinite.
+    """
+    finite = np.isfinite(study.pixels)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise ChestDxError(f"{study.source} has {bad} of {finite.size} pixel values that are NaN or infinite: chestdx "
+                           "does not guess them; fix or re-export the image (e.g. fill missing voxels with air, -1000 HU)")
+
+
+def _read(path, *, series, kind, keep_phi, progress, max_bytes, max_files) -> Study:
+    """The body of `load_study`, without its error translation and finite check."""
     if kind not in (None, *KINDS):
         raise ChestDxError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}, or leave it unset")
     path = Path(path).expanduser()

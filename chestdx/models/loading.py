@@ -79,6 +79,9 @@ def onnx_session(path: Path, threads: int | None = None):
     Returns:
         The session.
     """
+    # ONNX Runtime otherwise writes telemetry files under ~/.cache/Microsoft and $TMPDIR/.ses on import:
+    # chestdx writes nothing outside the paths it is given.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     if not _SHARED_ARENA:
