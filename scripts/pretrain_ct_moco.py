@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from chestdx.io.datasets import CaseRecord, cc_ccii, dre_net_demo, sirm_volumes, ucsd_covid_ct
-from chestdx.models.backbones import WEIGHTS_DIR
+from chestdx.models.cards import WEIGHTS_DIR
 from chestdx.models.recipes.ai_corona import EfficientNetClassifier
 from chestdx.models.registry import RecipeConfig
 from chestdx.preprocess.spec import InputSpec

@@ -15,6 +15,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from chestdx.errors import ChestDxError
 from chestdx.evaluate import html
 from chestdx.evaluate.bootstrap import patient_bootstrap
+from chestdx.evaluate.cases import worst_first
 from chestdx.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
 from chestdx.evaluate.metrics import binary_metrics, confusion, multiclass_metrics, threshold_sweep
 from chestdx.evaluate.serialise import to_json_ready
@@ -382,16 +383,27 @@ def _threshold_block(result: dict) -> str:
     return f"<h3>{escape(_title(result))}</h3>" + f'<div class="flow">{"".join(tables)}</div>'
 
 
+def _cases_section(rows: list[dict]) -> str:
+    """The per-case table, worst errors first; a click on a column title sorts by it."""
+    header = [k for k in rows[0] if k != "source" or any(r["source"] for r in rows)]
+    cells = [[escape(html.fmt(r[k]) if isinstance(r[k], float) else str(r[k])) for k in header] for r in worst_first(rows)]
+    note = ('<p class="muted">study level; error = 1 &minus; the probability of the true class. '
+            "Click a column title to sort by it.</p>")
+    return note + html.table(list(map(escape, header)), cells, left_columns=3, css_class="sortable")
+
+
 def write_html_report(
     results: dict | list[dict],
     path: str | Path,
     model_card: dict | None = None,
     dataset_summary: dict | None = None,
+    cases: list[dict] | None = None,
 ) -> Path:
     """Write one self-contained HTML report (plots embedded as PNG, no network needed).
 
     Sections (each with a stable ``id``): ``dataset``, ``metrics``, ``confusion``,
-    ``roc``, ``pr``, ``calibration``, ``histograms``, ``thresholds``, ``model-card``;
+    ``roc``, ``pr``, ``calibration``, ``histograms``, ``thresholds``, ``cases`` (when
+    given), ``model-card``;
     a research-use-only notice sits at the top and the bottom.
 
     Args:
@@ -400,6 +412,8 @@ def write_html_report(
         path: output file.
         model_card: the model card to show (classes, input spec, training data, ...).
         dataset_summary: free-form description of the data (name, split, source, ...).
+        cases: per-case rows (`chestdx.evaluate.cases.case_rows`), shown as a sortable
+            table (section ``cases``) with the worst errors first; None leaves it out.
 
     Returns:
         The path written.
@@ -424,6 +438,7 @@ def write_html_report(
         ("calibration", "Calibration", calibration_notes + plots(_calibration_figure, "Reliability diagram")),
         ("histograms", "Score histograms by true class", plots(_histogram_figure, "Score histograms")),
         ("thresholds", "Threshold sweep", html.columns([_threshold_block(r) for r in results])),
+        *([("cases", "Cases, worst errors first", _cases_section(cases))] if cases else []),
         ("model-card", "Model card", html.mapping_table(model_card) if model_card else "<p>No model card was given.</p>"),
     ]
     path = Path(path)

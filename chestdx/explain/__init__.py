@@ -5,6 +5,13 @@ back onto the stored slices, `outputs.write_explanations` writes them, `overlay`
 and `localisation` measures whether they point at annotated lesions.
 """
 
-from chestdx.explain.maps import METHODS, ExplanationResult, explain_slices, map_to_original
-
 __all__ = ["METHODS", "ExplanationResult", "explain_slices", "map_to_original"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that `chestdx.explain.outputs` (used to check arguments) needs no torch.
+    if name in __all__:
+        from chestdx.explain import maps
+
+        return getattr(maps, name)
+    raise AttributeError(f"module 'chestdx.explain' has no attribute {name!r}")

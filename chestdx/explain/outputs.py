@@ -129,19 +129,32 @@ def _is_previous_output(path: Path) -> bool:
         return False
 
 
-def _prepare(out_dir: Path) -> None:
-    """Create ``out_dir``, or empty it of earlier explanations; refuse a folder with other files."""
+def check_output_folder(out_dir: str | Path) -> None:
+    """Refuse an output folder that is a file or holds anything but earlier chestdx explanations.
+
+    Args:
+        out_dir: the folder the explanations will be written to (it may not exist yet).
+
+    Raises:
+        ChestDxError: ``out_dir`` is a file, or a folder holding other files.
+    """
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ChestDxError(f"output path {out_dir} is a file: give a folder for the explanations")
     if out_dir.is_dir():
-        entries = sorted(out_dir.iterdir())
-        foreign = [p.name for p in entries if not _is_previous_output(p)]
+        foreign = [p.name for p in sorted(out_dir.iterdir()) if not _is_previous_output(p)]
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise ChestDxError(
                 f"output folder {out_dir} already holds other files ({shown}): "
                 "give a new or empty folder so nothing there is overwritten"
             )
-        for path in entries:
+
+
+def _prepare(out_dir: Path) -> None:
+    """Create ``out_dir``, or empty it of earlier explanations; refuse a folder with other files."""
+    check_output_folder(out_dir)
+    if out_dir.is_dir():
+        for path in out_dir.iterdir():
             path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from chestdx.preprocess.pipeline import prepare_study
 
 
 def explain_study(study: Study, model: LoadedModel, method: str, out_dir: str | Path, n_slices: int = 3,
-                  target: str | None = None, restrict_to_lungs: bool = True) -> Path:
+                  target: str | None = None, restrict_to_lungs: bool = True, progress: bool = False) -> Path:
     """Write heat maps for the ``n_slices`` slices with the highest score for the target class.
 
     Args:
@@ -29,6 +29,7 @@ def explain_study(study: Study, model: LoadedModel, method: str, out_dir: str | 
         target: class name to explain (default: the model's decision).
         restrict_to_lungs: zero the map outside the (slightly dilated) lung mask when the
             preprocessing computed one.
+        progress: report the progress of slow methods (occlusion).
 
     Returns:
         Path of ``explain.json``.
@@ -42,7 +43,8 @@ def explain_study(study: Study, model: LoadedModel, method: str, out_dir: str | 
     cls = classes.index(name)
     real = np.flatnonzero(prepared.indices >= 0)
     rows = real[np.argsort(-slice_probs[real, cls], kind="stable")][:max(1, n_slices)]
-    result = explain_slices(model.net, torch.from_numpy(np.ascontiguousarray(prepared.x[rows])), method, target_class=cls)
+    result = explain_slices(model.net, torch.from_numpy(np.ascontiguousarray(prepared.x[rows])), method, target_class=cls,
+                            progress=progress)
     shape = prepared.rendered.shape[1:]
     size = prepared.x.shape[-2:]
     maps = np.stack([map_to_original(m, shape, prepared.crop_box) for m in result.maps])

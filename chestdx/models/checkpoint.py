@@ -13,14 +13,12 @@ import torch
 from torch import nn
 
 from chestdx.errors import ChestDxError
-from chestdx.models.backbones import WEIGHTS_DIR
+from chestdx.models.cards import CARD_FILE, DEFAULT_MODELS, WEIGHTS_DIR, list_bundled
 from chestdx.models.registry import RecipeConfig, build_model
 
 BUNDLED_DIR = WEIGHTS_DIR
-DEFAULT_MODELS = {"ct-volume": "ct-default", "ct-slice": "ct-default", "xray": "xray-default"}
 WEIGHTS_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
-CARD_FILE = "metadata.json"
 INTENDED_USE = "Research only. Not a medical device; not for clinical diagnosis or patient management."
 
 
@@ -262,13 +260,6 @@ def resolve_model_path(name_or_path: str | Path | None, kind: str = "ct-volume")
             f"or a folder holding {WEIGHTS_FILE} and {CARD_FILE} (as written by `chestdx train`)"
         )
     return path
-
-
-def list_bundled() -> list[str]:
-    """Returns: names of the models shipped inside the package."""
-    if not BUNDLED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CARD_FILE).is_file())
 
 
 def load_model(name_or_path: str | Path | None = None, kind: str = "ct-volume") -> LoadedModel:

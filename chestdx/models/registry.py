@@ -37,17 +37,6 @@ class RecipeConfig:
     params: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
 
-    def class_index(self, label: str) -> int:
-        """Args: label: a dataset record's label. Returns: its class index.
-
-        Raises:
-            ChestDxError: the label is not one of the classes.
-        """
-        if label not in self.classes:
-            raise ChestDxError(f"label {label!r} is not one of the model's classes {list(self.classes)}: "
-                               "pass --classes to match the dataset's labels")
-        return self.classes.index(label)
-
     def to_dict(self) -> dict:
         """Returns: the config as a JSON-ready dict."""
         out = asdict(self)

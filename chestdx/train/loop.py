@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from chestdx.evaluate.calibration import TemperatureScaler
 from chestdx.evaluate.metrics import auc_score, binary_metrics, multiclass_metrics
 from chestdx.errors import ChestDxError
+from chestdx.progress import progress as progress_bar
 from chestdx.models.checkpoint import load_model, make_card, save_checkpoint
 from chestdx.models.registry import RecipeConfig, build_model
 from chestdx.train.augment import augment_batch, slice_augmenter
@@ -318,8 +319,8 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
             net.train()
             hold_frozen_norms(net)
             t0, total = time.time(), 0.0
-            bar = tqdm(list(_batches(len(tr), bs, rng)), desc=f"{stage['name']} epoch {epoch + 1}/{n_epochs}",
-                       disable=not progress, leave=False)
+            bar = progress_bar(list(_batches(len(tr), bs, rng)), f"{stage['name']} epoch {epoch + 1}/{n_epochs}", "batch",
+                               enabled=progress)
             for idx in bar:
                 x = to_model_input(augment_batch(_stack(tr, idx), augmenter), config)
                 if x.ndim == 4:
