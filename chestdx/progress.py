@@ -20,12 +20,14 @@ class PlainProgress:
         desc: what is being done.
         unit: what one item is.
         total: number of items (default ``len(iterable)`` when it has one).
-        interval_s: seconds between lines; the last item always gets a line once one was written.
+        interval_s: seconds between lines (default ``PLAIN_INTERVAL_S``); once a line was
+            written, the last item gets one too.
     """
 
     def __init__(self, iterable: Iterable, desc: str, unit: str = "item", total: int | None = None,
-                 interval_s: float = PLAIN_INTERVAL_S) -> None:
-        self.iterable, self.desc, self.unit, self.interval_s = iterable, desc, unit, interval_s
+                 interval_s: float | None = None) -> None:
+        self.iterable, self.desc, self.unit = iterable, desc, unit
+        self.interval_s = PLAIN_INTERVAL_S if interval_s is None else interval_s
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.postfix = ""
 
@@ -40,15 +42,14 @@ class PlainProgress:
 
     def __iter__(self) -> Iterator:
         last = time.monotonic()
-        wrote = False
-        done = 0
+        written = done = 0  # written: the count on the last line (0: none yet)
         for done, item in enumerate(self.iterable, start=1):
             yield item
             now = time.monotonic()
             if now - last >= self.interval_s:
                 self._line(done)
-                last, wrote = now, True
-        if wrote:
+                last, written = now, done
+        if 0 < written < done:
             self._line(done)
 
 

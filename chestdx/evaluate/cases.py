@@ -21,14 +21,15 @@ def case_rows(records: Sequence, probs: np.ndarray, y: Sequence[int], classes: S
         threshold: a binary model's threshold on the last class; None: the most probable class.
 
     Returns:
-        Rows with the keys ``id``, ``patient``, ``truth``, ``p(CLASS)`` per class,
+        Rows with the keys ``id``, ``patient``, ``label`` (the dataset's), ``truth`` (the
+        model class it maps onto), ``p(CLASS)`` per class,
         ``decision``, ``correct``, ``error`` (1 - the probability of the true class) and
         ``source`` (the record's source, empty when it has none), in record order.
     """
     rows = []
     for rec, p, truth in zip(records, np.asarray(probs, dtype=float), y, strict=True):
         decided = (len(classes) - 1 if p[-1] >= threshold else 0) if threshold is not None else int(np.argmax(p))
-        rows.append({"id": str(rec.path), "patient": rec.patient_id, "truth": classes[truth],
+        rows.append({"id": str(rec.path), "patient": rec.patient_id, "label": rec.label, "truth": classes[truth],
                      **{f"p({c})": round(float(v), 4) for c, v in zip(classes, p, strict=True)},
                      "decision": classes[decided], "correct": decided == truth,
                      "error": round(1.0 - float(p[truth]), 4), "source": getattr(rec, "source", None) or ""})

@@ -231,6 +231,12 @@ def evaluate_predictions(
 # ----------------------------------------------------------------------------- plots
 
 
+def _legend(ax, **kwargs) -> None:
+    """A small legend, only when something is labelled (a class absent from the data draws no curve)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **kwargs)
+
+
 def _title(result: dict) -> str:
     """Column title: the level with its case and patient counts."""
     return f"{result['level']} level: {result['n_cases']} cases, {result['n_patients']} patients"
@@ -257,7 +263,7 @@ def _roc_figure(result: dict) -> Figure:
     ax.plot([0, 1], [0, 1], ":", color="0.6", linewidth=1)
     ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
            xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), title=f"ROC, {result['level']} level")
-    ax.legend(loc="lower right", fontsize=8)
+    _legend(ax, loc="lower right")
     return fig
 
 
@@ -270,7 +276,7 @@ def _pr_figure(result: dict) -> Figure:
         ax.axhline(points["prevalence"], linestyle=":", linewidth=1, color=line[0].get_color())
     ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
            title=f"Precision-recall, {result['level']} level")
-    ax.legend(loc="lower left", fontsize=8)
+    _legend(ax, loc="lower left")
     return fig
 
 
@@ -284,7 +290,7 @@ def _calibration_figure(result: dict) -> Figure:
     top.plot(curve["prob_pred"], curve["prob_true"], "o-", label="model")
     top.set(ylabel="observed frequency", xlim=(0, 1), ylim=(-0.01, 1.01),
             title=f"Reliability, {result['level']} level ({calibration['kind']})")
-    top.legend(loc="upper left", fontsize=8)
+    _legend(top, loc="upper left")
     bottom.bar(curve["prob_pred"], curve["count"], width=0.06, color="0.5")
     bottom.set(xlabel="predicted probability", ylabel="cases")
     return fig
@@ -303,7 +309,7 @@ def _histogram_figure(result: dict) -> Figure:
         if result["task"] == "binary":
             ax.axvline(result["threshold"], color="crimson", linestyle="--", linewidth=1, label="threshold")
         ax.set(xlabel=f"predicted probability of {score_cls}", ylabel="cases", xlim=(0, 1))
-        ax.legend(fontsize=8)
+        _legend(ax)
     fig.suptitle(f"Score distributions, {result['level']} level")
     return fig
 

@@ -101,6 +101,7 @@ def write_explanations(
         overlay_png(
             rendered_slices[n], heat, out_dir / overlay_name(index),
             lung_mask=None if lung_masks is None else lung_masks[n], boxes=slice_boxes,
+            title=overlay_caption(method, class_name, probability, (extra or {}).get("model"), index),
         )
         entry = {"index": index, "heatmap": heatmap_name(index), "overlay": overlay_name(index),
                  "shape": list(heat.shape)}
@@ -113,6 +114,12 @@ def write_explanations(
     path = out_dir / "explain.json"
     path.write_text(json.dumps(document, indent=2))
     return path
+
+
+def overlay_caption(method: str, class_name: str, probability: float, model: str | None, index: int) -> str:
+    """Returns: the caption of an overlay: method, explained class with its probability, model and slice."""
+    parts = [method, f"class {class_name} (p {probability:.2f})", f"model {model}" if model else "", f"slice {index}"]
+    return "  |  ".join(p for p in parts if p)
 
 
 def _is_previous_output(path: Path) -> bool:
