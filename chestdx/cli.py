@@ -60,10 +60,11 @@ def _describe_series(series: dict) -> str:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     """Write a synthetic chest CT DICOM series (demos and tests only)."""
-    from chestdx.io.sample import write_sample_series
+    from chestdx.io.sample import PHANTOM_CONTENTS, write_sample_series
 
     files = write_sample_series(args.out_dir, n_slices=args.slices, seed=args.seed, progress=not args.quiet)
-    print(f"wrote {len(files)} DICOM files to {args.out_dir} (synthetic, for demos and tests only)")
+    print(f"wrote {len(files)} DICOM files to {args.out_dir}: {PHANTOM_CONTENTS}; synthetic, not patient data, "
+          "for demos and tests only (README, 'What the demo shows')")
 
 
 def cmd_preview(args: argparse.Namespace) -> None:

@@ -194,6 +194,15 @@ def test_evaluate_classes_override(tiny_model, tmp_path, capsys):
     assert main([*argv, "--classes", "a,b,c"]) == 2
 
 
+def test_predict_reads_the_chosen_series(tiny_model, tmp_path, capsys):
+    model, _ = tiny_model
+    write_sample_series(tmp_path / "a", n_slices=6, size=64, seed=1, progress=False)
+    write_sample_series(tmp_path / "b", n_slices=4, size=64, seed=2, progress=False)
+    assert main(["--quiet", "predict", str(tmp_path), "--model", str(model), "--series", "1", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert max(answer["slices_used"]) < 4  # the 4-slice series, not the default 6-slice one
+
+
 def test_single_class_report_raises_no_matplotlib_warning(tiny_model, tmp_path):
     model, data = tiny_model
     for f in (data / "covid").iterdir():
