@@ -18,8 +18,7 @@ from chestdx.cli import _fmt, main
 from chestdx.errors import ChestDxError
 from chestdx.evaluate import html
 from chestdx.explain.overlay import overlay_png, overlay_rgb
-from chestdx.io.datasets import CaseRecord, folder_per_class
-from chestdx.io.labels import LABELS, canonical_label, class_index, order_positive_last
+from chestdx.io.datasets import folder_per_class
 from chestdx.io.sample import write_sample_series
 from chestdx.models.registry import get_recipe
 from chestdx.preprocess.spec import InputSpec
@@ -92,21 +91,29 @@ def test_boxes_are_accepted_from_a_dre_net_card(tmp_path, sample_study):
     ("other-pneumonia", ("normal", "pneumonia", "covid"), 1),
 ])
 def test_labels_map_onto_model_classes(label, classes, expected):
+    from chestdx.io.labels import class_index
+
     assert class_index(label, classes) == expected
 
 
 def test_unmappable_label_names_label_classes_and_override():
+    from chestdx.io.labels import class_index
+
     with pytest.raises(ChestDxError) as err:
         class_index("normal", ("other-pneumonia", "covid"))
     assert "'normal'" in str(err.value) and "other-pneumonia" in str(err.value) and "--classes" in str(err.value)
 
 
 def test_adapter_labels_are_all_known():
+    from chestdx.io.labels import LABELS, canonical_label
+
     for label in ("covid", "pneumonia", "other-pneumonia", "non-covid", "normal", "disease"):
         assert canonical_label(label) in (*LABELS, "non-covid")
 
 
 def test_positive_class_goes_last():
+    from chestdx.io.labels import order_positive_last
+
     assert order_positive_last(("covid", "non-covid"), "covid-19") == ("non-covid", "covid")
     assert order_positive_last(("covid", "normal", "pneumonia"), "covid") == ("normal", "pneumonia", "covid")
     with pytest.raises(ChestDxError, match="--positive"):
