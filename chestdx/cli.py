@@ -28,9 +28,9 @@ def _series_arg(value: str | None):
 
 def cmd_info(args: argparse.Namespace) -> None:
     """Print what chestdx reads from a study."""
+    _check_study_path(args.study)
     from chestdx.io import load_study
 
-    _check_study_path(args.study)
     study = load_study(args.study, series=_series_arg(args.series), kind=args.kind, progress=not args.quiet)
     summary = study.summary()
     if args.json:
@@ -68,7 +68,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_preview(args: argparse.Namespace) -> None:
-    """Write a contact sheet of the selected slices with the lung mask outlined."""
+    """Write a contact sheet of the selected slices (CT: with the lung mask outlined)."""
     _check_study_path(args.study)
     if not args.output.lower().endswith(".png"):
         raise ChestDxError(f"the contact sheet is a PNG image: give -o a file name ending in .png (got {args.output!r})")
