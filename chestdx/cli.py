@@ -200,7 +200,7 @@ def _class_list(text: str | None) -> tuple[str, ...] | None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a recipe on a dataset and write a checkpoint with its model card."""
-    from chestdx.io.labels import order_positive_last
+    from chestdx.io.labels import POSITIVE, canonical_label, order_positive_last
     from chestdx.models.registry import get_recipe
     from chestdx.train.run import train_command
 
@@ -208,6 +208,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     config.classes = _class_list(args.classes) or config.classes
     if args.positive:
         config.classes = order_positive_last(config.classes, args.positive)
+    elif len(config.classes) == 2 and canonical_label(config.classes[0]) == POSITIVE:
+        raise ChestDxError(f"--classes {','.join(config.classes)} would make {config.classes[1]} the positive class "
+                           f"(the last, which the threshold applies to): pass --positive {POSITIVE}")
     summary = train_command(config, args.data, args.out, val_spec=args.val, source_spec=args.source,
                             seed=args.seed, epochs=args.epochs, cv=args.cv, progress=not args.quiet)
     _print_json(summary)

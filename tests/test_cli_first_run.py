@@ -138,6 +138,14 @@ def test_train_error_suggests_the_positive_class_last(tmp_path, capsys):
     assert rc == 2 and "--classes non-covid,covid --positive covid-19" in err
 
 
+def test_train_refuses_covid_as_the_negative_class(tmp_path, capsys):
+    _write_slices(tmp_path / "data", labels=("covid", "non-covid"), n_per_class=2)
+    rc = main(["train", "--recipe", "dre-net", "--data", f"folder:{tmp_path / 'data'}", "--out", str(tmp_path / "m"),
+               "--classes", "covid,non-covid"])
+    assert rc == 2 and "--positive covid-19" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 # ----------------------------------------------------------------------------- evaluate: classes, level, cases
 
 
