@@ -63,8 +63,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from chestdx.io.sample import PHANTOM_CONTENTS, write_sample_series
 
     files = write_sample_series(args.out_dir, n_slices=args.slices, seed=args.seed, progress=not args.quiet)
-    print(f"wrote {len(files)} DICOM files to {args.out_dir}: {PHANTOM_CONTENTS}; synthetic, not patient data, "
-          "for demos and tests only (README, 'What the demo shows')")
+    print(f"wrote {len(files)} DICOM files to {args.out_dir}: {PHANTOM_CONTENTS}; not patient data, "
+          "for demos and tests only")
 
 
 def cmd_preview(args: argparse.Namespace) -> None:

@@ -22,8 +22,8 @@ from chestdx.errors import ChestDxError
 from chestdx.progress import progress as progress_bar
 
 SAMPLE_DESCRIPTION = "chestdx synthetic sample - not patient data"
-PHANTOM_CONTENTS = ("a drawn chest CT phantom: body, spine, table and two lungs with vessels and a few "
-                    "ground-glass patches low and peripheral in the lungs (the pattern of COVID-19 pneumonia)")
+PHANTOM_CONTENTS = ("a drawn chest CT phantom, two lungs with vessels and a few peripheral ground-glass patches "
+                    "(the look of COVID-19 pneumonia)")
 """What the sample shows, for the message of ``chestdx sample``."""
 _SOP_CLASS = {
     "CT": pydicom.uid.CTImageStorage,
