@@ -104,10 +104,6 @@ def _check_study_args(args: argparse.Namespace, method: str | None) -> None:
     if method and not args.out:
         raise ChestDxError(f"{'--explain' if args.command == 'predict' else 'explain'} needs --out DIR: "
                            "the folder to write the heat maps into")
-    if method and args.out:
-        from chestdx.explain.outputs import check_output_folder
-
-        check_output_folder(args.out)
     kinds = [args.kind] if args.kind else sorted(DEFAULT_MODELS)
     names = [args.model] if args.model else sorted({DEFAULT_MODELS[k] for k in kinds})
     recipes = {name: card_recipe(read_card(name)) for name in names}
@@ -115,6 +111,10 @@ def _check_study_args(args: argparse.Namespace, method: str | None) -> None:
         models = ", ".join(f"{n} ({r})" for n, r in recipes.items())
         raise ChestDxError(f"boxes come only from {', '.join(BOX_RECIPES)} models, not from {models}: "
                            "use cam, gradcam, gradcampp or occlusion, or pass --model with a dre-net checkpoint")
+    if method and args.out:
+        from chestdx.explain.outputs import check_output_folder
+
+        check_output_folder(args.out)
 
 
 def _load_for_study(args: argparse.Namespace):

@@ -10,7 +10,6 @@ from typing import Sequence
 import numpy as np
 
 from chestdx.errors import ChestDxError
-from chestdx.explain.overlay import overlay_png
 
 FORMAT = "chestdx-explanation/1"
 _SLICE_FILE = re.compile(r"^slice_\d{4,}_(heatmap\.npy|overlay\.png)$")
@@ -92,6 +91,8 @@ def write_explanations(
     clash = set(extra or {}) & set(document)
     if clash:
         raise ValueError(f"extra must not replace the keys {sorted(clash)}")
+    from chestdx.explain.overlay import overlay_png  # matplotlib and scikit-image: not needed to check a folder
+
     out_dir = Path(out_dir)
     _prepare(out_dir)
     for n, index in enumerate(indices):
