@@ -15,8 +15,8 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from chestdx.errors import ChestDxError
 from chestdx.evaluate import html
 from chestdx.evaluate.bootstrap import patient_bootstrap
-from chestdx.evaluate.cases import worst_first
 from chestdx.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
+from chestdx.evaluate.cases import worst_first
 from chestdx.evaluate.metrics import binary_metrics, confusion, multiclass_metrics, threshold_sweep
 from chestdx.evaluate.serialise import to_json_ready
 
