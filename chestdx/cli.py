@@ -28,9 +28,10 @@ def _series_arg(value: str | None):
 
 def cmd_info(args: argparse.Namespace) -> None:
     """Print what chestdx reads from a study."""
+    _check_study_path(args.study)
     from chestdx.io import load_study
 
-    study = load_study(args.study, series=_series_arg(args.series), progress=not args.quiet)
+    study = load_study(args.study, series=_series_arg(args.series), kind=args.kind, progress=not args.quiet)
     summary = study.summary()
     if args.json:
         _print_json(summary)
@@ -39,29 +40,83 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"kind        {summary['kind']}   modality {summary['modality']}")
     print(f"slices      {summary['n_slices']}   shape {summary['shape']}   spacing (z, y, x) mm {summary['spacing']}")
     print(f"intensity   {summary['intensity']}   range {summary['min']:.1f} .. {summary['max']:.1f}")
-    print(f"series      {summary['series_uid']}")
-    for other in summary["other_series"]:
-        print(f"  other series (--series {other.get('index', other.get('uid'))}) {other}")
+    if summary["series_uid"]:
+        print(f"series      {summary['series_uid']}")
+    if summary["other_series"]:
+        print("other series (choose one with --series INDEX):")
+        for other in summary["other_series"]:
+            print("  " + _describe_series(other))
     for warning in summary["warnings"]:
         print(f"warning     {warning}")
 
 
+def _describe_series(series: dict) -> str:
+    """One line for a series that was found but not chosen: index, modality, slices, description, UID."""
+    parts = [f"{series.get('index', '?'):>3}", series.get("modality") or "",
+             f"{series['n_slices']} slices" if series.get("n_slices") is not None else "",
+             repr(series["description"]) if series.get("description") else "", series.get("uid") or ""]
+    return "  ".join(p for p in parts if p)
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     """Write a synthetic chest CT DICOM series (demos and tests only)."""
-    from chestdx.io.sample import write_sample_series
+    from chestdx.io.sample import PHANTOM_CONTENTS, write_sample_series
 
     files = write_sample_series(args.out_dir, n_slices=args.slices, seed=args.seed, progress=not args.quiet)
-    print(f"wrote {len(files)} DICOM files to {args.out_dir} (synthetic, for demos and tests only)")
+    print(f"wrote {len(files)} DICOM files to {args.out_dir}: {PHANTOM_CONTENTS}; not patient data, "
+          "for demos and tests only")
 
 
 def cmd_preview(args: argparse.Namespace) -> None:
-    """Write a contact sheet of the selected slices with the lung mask outlined."""
+    """Write a contact sheet of the selected slices (CT: with the lung mask outlined)."""
+    _check_study_path(args.study)
+    if not args.output.lower().endswith(".png"):
+        raise ChestDxError(f"the contact sheet is a PNG image: give -o a file name ending in .png (got {args.output!r})")
     from chestdx.io import load_study
     from chestdx.preprocess.preview import contact_sheet
 
-    study = load_study(args.study, series=_series_arg(args.series), progress=not args.quiet)
+    study = load_study(args.study, series=_series_arg(args.series), kind=args.kind, progress=not args.quiet)
     path = contact_sheet(study, args.output, max_slices=args.max_slices)
     print(f"wrote {path}")
+
+
+def _check_study_path(study: str) -> None:
+    """Fail before anything heavy is imported when the study path does not exist."""
+    if not Path(study).expanduser().exists():
+        raise ChestDxError(f"{study} does not exist: give a DICOM folder or .zip, a .nii/.nii.gz file, "
+                           "a folder of image slices, or an image")
+
+
+def _check_study_args(args: argparse.Namespace, method: str | None) -> None:
+    """Check a predict/explain command line against the files it names, before models or pixels are read.
+
+    Args:
+        args: the parsed command line.
+        method: the explanation method asked for, or None.
+
+    Raises:
+        ChestDxError: a missing study, ``--explain`` without ``--out``, a non-empty ``--out``,
+            an unknown model or an invalid card, or ``boxes`` from a model that draws none.
+    """
+    from chestdx.models.bundled import DEFAULT_MODELS, resolve_model_path
+    from chestdx.models.card import read_card
+    from chestdx.models.registry import BOX_RECIPES
+
+    _check_study_path(args.study)
+    if method and not args.out:
+        raise ChestDxError(f"{'--explain' if args.command == 'predict' else 'explain'} needs --out DIR: "
+                           "the folder to write the heat maps into")
+    kinds = [args.kind] if args.kind else sorted(DEFAULT_MODELS)
+    names = [args.model] if args.model else sorted({DEFAULT_MODELS[k] for k in kinds})
+    recipes = {name: read_card(resolve_model_path(name)).recipe.name for name in names}
+    if method == "boxes" and not any(r in BOX_RECIPES for r in recipes.values()):
+        models = ", ".join(f"{n} ({r})" for n, r in recipes.items())
+        raise ChestDxError(f"boxes come only from {', '.join(BOX_RECIPES)} models, not from {models}: "
+                           "use cam, gradcam, gradcampp or occlusion, or pass --model with a dre-net checkpoint")
+    if method and args.out:
+        from chestdx.outputs.explanations import check_output_folder
+
+        check_output_folder(args.out)
 
 
 def _diagnose(args: argparse.Namespace):
@@ -74,17 +129,16 @@ def _diagnose(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> None:
     """Diagnose a study with the bundled (or a given) model."""
+    _check_study_args(args, args.explain)
     from chestdx.outputs.prediction import prediction_record, prediction_text
 
-    if args.explain and not args.out:
-        raise ChestDxError("--explain needs --out DIR: the folder to write the heat maps into")
     diagnosis = _diagnose(args)
     path = None
     if args.explain:
         from chestdx.outputs.explanations import write_study_explanation
         from chestdx.pipeline import explain
 
-        explain(diagnosis, args.explain, n_slices=args.slices)
+        explain(diagnosis, args.explain, n_slices=args.slices, progress=not args.quiet)
         path = write_study_explanation(args.out, diagnosis)
     record = prediction_record(diagnosis, top_k=args.top)
     if path is not None:
@@ -94,11 +148,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> None:
     """Write heat maps of the slices that drove the decision."""
+    _check_study_args(args, args.method)
     from chestdx.outputs.explanations import write_study_explanation
     from chestdx.pipeline import explain
 
     diagnosis = _diagnose(args)
-    explain(diagnosis, args.method, n_slices=args.slices, target=args.target)
+    explain(diagnosis, args.method, n_slices=args.slices, target=args.target, progress=not args.quiet)
     print(f"wrote {write_study_explanation(args.out, diagnosis)}")
 
 
@@ -114,38 +169,81 @@ def _records(spec: str, split: str | None = None) -> list:
     return records
 
 
+def _class_list(text: str | None) -> tuple[str, ...] | None:
+    """``--classes a,b,c`` as a tuple (None when not given)."""
+    if text is None:
+        return None
+    classes = tuple(c.strip() for c in text.split(",") if c.strip())
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ChestDxError(f"--classes {text!r}: name two or more different classes, comma-separated")
+    return classes
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a recipe on a dataset and write a checkpoint with its model card."""
+    from chestdx.io.labels import POSITIVE, canonical_label, order_positive_last
     from chestdx.models.recipes import get_recipe, get_variant
     from chestdx.train.run import train_command
 
     if bool(args.recipe) == bool(args.variant):
         raise ChestDxError("give either --recipe NAME or --variant NAME (see `chestdx recipes`)")
     config = get_variant(args.variant).config if args.variant else get_recipe(args.recipe)
-    if args.classes:
-        config.classes = tuple(args.classes.split(","))
+    config.classes = _class_list(args.classes) or config.classes
+    if args.positive:
+        config.classes = order_positive_last(config.classes, args.positive)
+    elif len(config.classes) == 2 and canonical_label(config.classes[0]) == POSITIVE:
+        raise ChestDxError(f"--classes {','.join(config.classes)} would make {config.classes[1]} the positive class "
+                           f"(the last, which the threshold applies to): pass --positive {POSITIVE}")
     summary = train_command(config, args.data, args.out, val_spec=args.val, source_spec=args.source,
                             seed=args.seed, epochs=args.epochs, cv=args.cv, progress=not args.quiet)
     _print_json(summary)
 
 
+def _check_new_file(path: str | None, suffix: str, option: str) -> None:
+    """Fail early when an output file cannot be written: wrong suffix, a folder, or a missing parent folder."""
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    if target.suffix.lower() != suffix:
+        raise ChestDxError(f"{option} {path!r}: give a file name ending in {suffix}")
+    if target.is_dir():
+        raise ChestDxError(f"{option} {path!r} is a folder: give a file name ending in {suffix}")
+    if not target.parent.is_dir():
+        raise ChestDxError(f"{option} {path!r}: the folder {target.parent} does not exist; create it first")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Score a model on a dataset with patient-level bootstrap confidence intervals."""
+    _check_new_file(args.report, ".html", "--report")
+    _check_new_file(args.cases, ".csv", "--cases")
+    classes = _class_list(args.classes)
+    records = _records(args.data, args.split)
     from chestdx.evaluate.run import evaluate_model
 
-    result = evaluate_model(args.model, _records(args.data, args.split), level=args.level,
-                            n_resamples=args.resamples, seed=args.seed, report=args.report,
-                            dataset_name=args.data, progress=not args.quiet)
+    result = evaluate_model(args.model, records, level=args.level, n_resamples=args.resamples, seed=args.seed,
+                            report=args.report, dataset_name=args.data, progress=not args.quiet, classes=classes,
+                            cases=args.cases)
     if args.json:
         _print_json(result)
-    else:
-        m = result["metrics"]
-        print(f"{result['level']}-level, {result['n_cases']} cases, threshold {result['threshold']}")
-        for key in ("auc", "f1", "sensitivity", "specificity", "accuracy", "kappa"):
-            e = m.get(key) or {}
-            print(f"  {key:12s} {_fmt(e.get('value'))}  (95% CI {_fmt(e.get('ci_low'))}..{_fmt(e.get('ci_high'))})")
-        if args.report:
-            print(f"report: {args.report}")
+        return
+    m = result["metrics"]
+    print(f"model {result['model']['name']}, data {args.data}" + (f", split {args.split}" if args.split else ""))
+    print(f"{result['level']} level: {result['n_cases']} cases ({result['n_patients']} patients), "
+          + (f"threshold {result['threshold']:g} on {result['classes'][-1]}" if result["threshold"] is not None
+             else "decision = most probable class"))
+    for key in ("auc", "f1", "sensitivity", "specificity", "accuracy", "kappa"):
+        e = m.get(key) or {}
+        print(f"  {key:12s} {_fmt(e.get('value'))}  (95% CI {_fmt(e.get('ci_low'))}..{_fmt(e.get('ci_high'))}, "
+              f"{result['level']} level)")
+    for level, other in result["levels"].items():
+        auc = (other["metrics"].get("auc") or {}).get("value")
+        print(f"  {level} level: {other['n_cases']} cases, AUC {_fmt(auc).strip()} (--level {level})")
+    for warning in result["warnings"]:
+        print(f"warning     {warning}")
+    if args.cases:
+        print(f"cases: {args.cases}")
+    if args.report:
+        print(f"report: {args.report}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
@@ -176,11 +274,19 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
 
 
 def _fmt(value) -> str:
-    return "  n/a" if value is None else f"{value:.3f}"
+    """A metric with three decimals (never ``-0.000``), right-aligned; ``n/a`` when undefined."""
+    if value is None or value != value:
+        return "  n/a"
+    text = f"{value:.3f}"
+    return f"{text[1:] if text.startswith('-') and float(text) == 0 else text:>5}"
 
 
 def cmd_reader_study(args: argparse.Namespace) -> None:
     """Compare radiologists' reads with and without AI against the truth."""
+    for option, path in (("--truth", args.truth), ("--reads", args.reads), ("--model-scores", args.model_scores)):
+        if path and not Path(path).is_file():
+            raise ChestDxError(f"{option} {path}: no such file (the CSV columns are listed in `chestdx reader-study --help`)")
+    _check_new_file(args.report, ".html", "--report")
     from chestdx.evaluate.reader_study import (load_model_scores, load_reads, reader_study,
                                                write_reader_study_report)
 
@@ -189,20 +295,79 @@ def cmd_reader_study(args: argparse.Namespace) -> None:
     result = reader_study(truth, reads, model_scores=scores, n_resamples=args.resamples, seed=args.seed)
     if args.report:
         write_reader_study_report(result, args.report, model_scores=scores)
-    _print_json(result)
+    if args.json:
+        _print_json(result)
+        return
+    _print_reader_study(result)
+    if args.report:
+        print(f"report: {args.report}")
+
+
+def _print_reader_study(result: dict) -> None:
+    """The reader study as a table: each reader and the average reader, unaided, aided and the difference."""
+    print(f"reader study: {result['positive_class']} vs rest, {result['n_cases']} cases ({result['n_positive']} positive), "
+          f"{result['n_patients']} patients, {result['n_readers']} readers; 95% CIs from "
+          f"{result['bootstrap']['n_resamples']} paired bootstrap resamples of patients")
+    if result["model"]:
+        auc = result["model"]["auc"]
+        print(f"model AUC {_fmt(auc['value']).strip()} (95% CI {_fmt(auc['ci_low']).strip()}..{_fmt(auc['ci_high']).strip()})")
+    print(f"{'reader':18s} {'condition':16s} {'sensitivity':>22s} {'specificity':>22s}")
+    for name, entry in [*result["readers"].items(), ("average reader", result["average_reader"])]:
+        for part in ("unaided", "aided", "difference"):
+            cells = [f"{_fmt(entry[part][m]['value'])} ({_fmt(entry[part][m]['ci_low']).strip()}.."
+                     f"{_fmt(entry[part][m]['ci_high']).strip()})" for m in ("sensitivity", "specificity")]
+            label = "aided - unaided" if part == "difference" else part
+            print(f"{name:18s} {label:16s} {cells[0]:>22s} {cells[1]:>22s}")
+    for warning in result["warnings"]:
+        print(f"warning     {warning}")
 
 
 def cmd_recipes(args: argparse.Namespace) -> None:
-    """List recipes and bundled models."""
-    from chestdx.models.bundled import list_bundled
+    """List recipes, named variants and, for each bundled model, its classes, training data and headline figure."""
+    from chestdx.models.bundled import list_bundled, resolve_model_path
+    from chestdx.models.card import read_card
     from chestdx.models.recipes import get_variant, list_recipes, list_variants
 
-    print("recipes:        " + ", ".join(list_recipes()))
+    print("recipes: " + ", ".join(list_recipes()))
     for name in list_variants():
         variant = get_variant(name)
-        print(f"variant        {name} = {variant.config.name} on {variant.data}, seeds "
-              f"{', '.join(map(str, variant.seeds))}: {variant.notes}")
-    print("bundled models: " + ", ".join(list_bundled()))
+        print(f"variant {name}: {variant.config.name} on {variant.data}, seeds {', '.join(map(str, variant.seeds))}: "
+              f"{variant.notes}")
+    print("bundled models:")
+    for name in list_bundled():
+        card = read_card(resolve_model_path(name))
+        data = card.training.get("data") or {}
+        members = f", ensemble of {len(card.members)}" if card.members else ""
+        print(f"  {name}: recipe {card.recipe.name}{members}")
+        print(f"    classes   {', '.join(card.classes)} (decision on {card.classes[-1]})")
+        print(f"    trained   {data.get('name', 'not recorded') if isinstance(data, dict) else data}")
+        print(f"    headline  {_headline(card)}")
+
+
+def _headline(card) -> str:
+    """The card's headline figure: test AUC with its CI, else cross-validated AUC, else validation AUC."""
+    test = card.metric("test", "auc")
+    if test is not None and test.ci_low is not None:
+        split = card.metrics["test"]
+        return (f"test AUC {test.value:.3f} (95% CI {test.ci_low:.3f}-{test.ci_high:.3f}), "
+                f"level {split.level or 'not recorded'}, n={split.n}")
+    cv = card.metrics.get("cross_validation")
+    if cv is not None and (cv.details.get("mean_sd") or {}).get("auc"):
+        auc = cv.details["mean_sd"]["auc"]
+        return (f"AUC {auc['mean']:.3f} ± {auc['sd']:.3f} over {cv.details.get('folds')} patient-grouped "
+                f"cross-validation folds, level {cv.level or 'not recorded'}")
+    val = card.metric("val", "auc")
+    if val is None or val.value is None:
+        return "none recorded"
+    return f"validation AUC {val.value:.3f}, level {card.metrics['val'].level or 'not recorded'}"
+
+
+READER_STUDY_FILES = """input CSVs (UTF-8, header row, names case-insensitive):
+  --truth         case, class [, patient_id]   (cases of one patient are resampled together)
+  --reads         reader, case, class, yes_no, aided   (one row per reader, case, class asked about and
+                  condition; yes_no: did the reader call the case that class; aided: was the AI shown;
+                  both yes/no or 1/0)
+  --model-scores  case, score   (the model's probability of the positive class; optional)"""
 
 
 def _terminated(signum, frame) -> None:
@@ -212,50 +377,68 @@ def _terminated(signum, frame) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns: the argument parser with every sub-command."""
+    from chestdx import __version__
+
     parser = argparse.ArgumentParser(prog="chestdx", description=__doc__.splitlines()[0] + " Research use only, not for clinical use.")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--version", action="version", version=f"chestdx {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="no progress reports")
     parser.add_argument("--verbose", action="store_true", help="log details and show tracebacks")
+    # The same flags after the command name; SUPPRESS keeps a flag given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress reports")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log details and show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="describe a study (DICOM folder/zip, NIfTI, image slices, X-ray)")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    kinds = ["ct-volume", "ct-slice", "xray"]
+    series_help = "series UID or index (see the 'other series' list of `chestdx info`) instead of the default choice"
+    kind_help = "override the detected study kind (a PNG/JPG has no modality: pass xray for an X-ray)"
+
+    p = command("info", help="describe a study (DICOM folder/zip, NIfTI, image slices, X-ray)")
     p.add_argument("study")
-    p.add_argument("--series", help="series UID or index (see the 'other series' list) instead of the default choice")
+    p.add_argument("--series", help=series_help)
+    p.add_argument("--kind", choices=kinds, help=kind_help)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("sample", help="write a synthetic chest CT DICOM series for demos and tests")
+    p = command("sample", help="write a synthetic chest CT DICOM series for demos and tests")
     p.add_argument("out_dir")
     p.add_argument("--slices", type=int, default=120)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("preview", help="contact sheet of the selected slices with the lung mask outlined")
+    p = command("preview", help="contact sheet of the selected slices (CT: lung mask outlined)")
     p.add_argument("study")
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
-    p.add_argument("--series")
+    p.add_argument("--series", help=series_help)
+    p.add_argument("--kind", choices=kinds, help=kind_help)
     p.add_argument("--max-slices", type=int, default=24)
     p.set_defaults(func=cmd_preview)
 
+    methods = ["cam", "gradcam", "gradcampp", "occlusion", "boxes"]
     for name, func, text in (("predict", cmd_predict, "diagnose a study: class probabilities, decision, slices that drove it"),
                              ("explain", cmd_explain, "heat maps of the slices that drove the decision")):
-        p = sub.add_parser(name, help=text)
+        p = command(name, help=text)
         p.add_argument("study")
         p.add_argument("--model", help="bundled model name or checkpoint folder (default: chosen by study kind)")
-        p.add_argument("--series")
-        p.add_argument("--kind", choices=["ct-volume", "ct-slice", "xray"], help="override the detected study kind")
+        p.add_argument("--series", help=series_help)
+        p.add_argument("--kind", choices=kinds, help=kind_help)
         p.add_argument("--slices", type=int, default=3, help="how many top slices to explain")
-        p.add_argument("--out", help="output folder for heat maps")
+        p.add_argument("--out", help="output folder for heat maps (new or empty)")
         p.set_defaults(func=func)
         if name == "predict":
             p.add_argument("--json", action="store_true", help="print one JSON object")
             p.add_argument("--top", type=int, default=5, help="how many top slices to list")
-            p.add_argument("--explain", choices=["cam", "gradcam", "gradcampp", "occlusion", "boxes"],
-                           help="also write heat maps with this method (needs --out)")
+            p.add_argument("--explain", choices=methods, help="also write heat maps with this method (needs --out; "
+                           "boxes: dre-net models only)")
         else:
-            p.add_argument("--method", default="gradcam", choices=["cam", "gradcam", "gradcampp", "occlusion", "boxes"])
+            p.add_argument("--method", default="gradcam", choices=methods, help="boxes: dre-net models only")
             p.add_argument("--target", help="class to explain (default: the decided class)")
 
-    p = sub.add_parser("train", help="train a recipe; writes model.pt + metadata.json")
+    p = command("train", help="train a recipe; writes model.pt + metadata.json")
     p.add_argument("--recipe", help="recipe name with its default config (see `chestdx recipes`)")
     p.add_argument("--variant", help="a registered variant, e.g. ct-default: the full config a bundled model was "
                                      "trained with (one network; see `chestdx recipes` for how it was assembled)")
@@ -263,45 +446,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="ADAPTER:PATH for validation (default: the data's official split or a patient split)")
     p.add_argument("--source", help="ADAPTER:PATH of the source task (two-stage recipes such as detl)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--classes", help="comma-separated class names in logit order (default: the recipe's)")
+    p.add_argument("--classes", help="comma-separated class names (default: the recipe's); dataset labels map onto "
+                   "them by name or shared label (covid = covid-19, pneumonia = other-pneumonia); a non-covid class "
+                   "takes every label other than COVID-19")
+    p.add_argument("--positive", help="the positive class, put last (a binary model's threshold applies to it), "
+                   "e.g. --positive covid-19")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--cv", type=int, help="patient-grouped K-fold cross-validation instead of one split")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="metrics with patient-level bootstrap CIs, curves, calibration, HTML report")
+    p = command("evaluate", help="metrics with patient-level bootstrap CIs, curves, calibration, HTML report")
     p.add_argument("--model", help="bundled model name or checkpoint folder (default: the CT model)")
     p.add_argument("--data", required=True, help="ADAPTER:PATH")
     p.add_argument("--split", help="only records of this split (train/val/test)")
-    p.add_argument("--level", default="patient", choices=["patient", "study", "slice"])
+    p.add_argument("--level", default="patient", choices=["patient", "study", "slice"],
+                   help="level of the figures printed on top (default patient: a patient's studies are averaged)")
+    p.add_argument("--classes", help="what the model's classes are, comma-separated in logit order, when its own "
+                   "names do not match the dataset's labels (e.g. non-covid,covid-19)")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--report", help="write a self-contained HTML report here")
+    p.add_argument("--report", help="write a self-contained HTML report here (with a sortable per-case table)")
+    p.add_argument("--cases", help="write one CSV row per study here: id, patient, truth, probabilities, decision, "
+                   "correct, error, source")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("calibrate", help="fit temperature (and an operating point) on validation data into the model card")
+    p = command("calibrate", help="fit temperature (and an operating point) on validation data into the model card")
     p.add_argument("--model", required=True, help="checkpoint folder (its metadata.json is updated)")
     p.add_argument("--data", required=True, help="ADAPTER:PATH of validation data")
     p.add_argument("--split", default="val", help="records of this split only (default val; '' for all)")
     p.add_argument("--target", help="operating point: specificity=0.9, sensitivity=0.95 or f1 (best F1; binary models)")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("ensemble", help="put ai-corona checkpoints trained with different seeds together as one model")
+    p = command("ensemble", help="put ai-corona checkpoints trained with different seeds together as one model")
     p.add_argument("members", nargs="+", help="checkpoint folders (same recipe, classes and input)")
     p.add_argument("--out", required=True, help="folder of the ensemble checkpoint")
     p.set_defaults(func=cmd_ensemble)
 
-    p = sub.add_parser("reader-study", help="readers' sensitivity/specificity, unaided vs AI-aided, on the model ROC")
-    p.add_argument("--truth", required=True)
-    p.add_argument("--reads", required=True)
-    p.add_argument("--model-scores")
-    p.add_argument("--report")
+    p = command("reader-study", help="readers' sensitivity/specificity, unaided vs AI-aided, on the model ROC",
+                epilog=READER_STUDY_FILES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--truth", required=True, help="CSV: case, class [, patient_id]")
+    p.add_argument("--reads", required=True, help="CSV: reader, case, class, yes_no, aided")
+    p.add_argument("--model-scores", help="CSV: case, score")
+    p.add_argument("--report", help="write an HTML report here")
+    p.add_argument("--json", action="store_true", help="print the full result as one JSON object")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_reader_study)
 
-    p = sub.add_parser("recipes", help="list the registered recipes and bundled models")
+    p = command("recipes", help="list the recipes, and each bundled model's classes, training data and headline figure")
     p.set_defaults(func=cmd_recipes)
     return parser
 

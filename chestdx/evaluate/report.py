@@ -16,6 +16,7 @@ from chestdx.errors import ChestDxError
 from chestdx.evaluate import html
 from chestdx.evaluate.bootstrap import patient_bootstrap
 from chestdx.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
+from chestdx.evaluate.cases import worst_first
 from chestdx.evaluate.metrics import binary_metrics, confusion, multiclass_metrics, threshold_sweep
 from chestdx.evaluate.serialise import to_json_ready
 
@@ -230,6 +231,12 @@ def evaluate_predictions(
 # ----------------------------------------------------------------------------- plots
 
 
+def _legend(ax, **kwargs) -> None:
+    """A small legend, only when something is labelled (a class absent from the data draws no curve)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **kwargs)
+
+
 def _title(result: dict) -> str:
     """Column title: the level with its case and patient counts."""
     return f"{result['level']} level: {result['n_cases']} cases, {result['n_patients']} patients"
@@ -256,7 +263,7 @@ def _roc_figure(result: dict) -> Figure:
     ax.plot([0, 1], [0, 1], ":", color="0.6", linewidth=1)
     ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
            xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), title=f"ROC, {result['level']} level")
-    ax.legend(loc="lower right", fontsize=8)
+    _legend(ax, loc="lower right")
     return fig
 
 
@@ -269,7 +276,7 @@ def _pr_figure(result: dict) -> Figure:
         ax.axhline(points["prevalence"], linestyle=":", linewidth=1, color=line[0].get_color())
     ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
            title=f"Precision-recall, {result['level']} level")
-    ax.legend(loc="lower left", fontsize=8)
+    _legend(ax, loc="lower left")
     return fig
 
 
@@ -283,7 +290,7 @@ def _calibration_figure(result: dict) -> Figure:
     top.plot(curve["prob_pred"], curve["prob_true"], "o-", label="model")
     top.set(ylabel="observed frequency", xlim=(0, 1), ylim=(-0.01, 1.01),
             title=f"Reliability, {result['level']} level ({calibration['kind']})")
-    top.legend(loc="upper left", fontsize=8)
+    _legend(top, loc="upper left")
     bottom.bar(curve["prob_pred"], curve["count"], width=0.06, color="0.5")
     bottom.set(xlabel="predicted probability", ylabel="cases")
     return fig
@@ -302,7 +309,7 @@ def _histogram_figure(result: dict) -> Figure:
         if result["task"] == "binary":
             ax.axvline(result["threshold"], color="crimson", linestyle="--", linewidth=1, label="threshold")
         ax.set(xlabel=f"predicted probability of {score_cls}", ylabel="cases", xlim=(0, 1))
-        ax.legend(fontsize=8)
+        _legend(ax)
     fig.suptitle(f"Score distributions, {result['level']} level")
     return fig
 
@@ -382,16 +389,27 @@ def _threshold_block(result: dict) -> str:
     return f"<h3>{escape(_title(result))}</h3>" + f'<div class="flow">{"".join(tables)}</div>'
 
 
+def _cases_section(rows: list[dict]) -> str:
+    """The per-case table, worst errors first; a click on a column title sorts by it."""
+    header = [k for k in rows[0] if k != "source" or any(r["source"] for r in rows)]
+    cells = [[escape(html.fmt(r[k]) if isinstance(r[k], float) else str(r[k])) for k in header] for r in worst_first(rows)]
+    note = ('<p class="muted">study level; error = 1 &minus; the probability of the true class. '
+            "Click a column title to sort by it.</p>")
+    return note + html.table(list(map(escape, header)), cells, left_columns=3, css_class="sortable")
+
+
 def write_html_report(
     results: dict | list[dict],
     path: str | Path,
     model_card: dict | None = None,
     dataset_summary: dict | None = None,
+    cases: list[dict] | None = None,
 ) -> Path:
     """Write one self-contained HTML report (plots embedded as PNG, no network needed).
 
     Sections (each with a stable ``id``): ``dataset``, ``metrics``, ``confusion``,
-    ``roc``, ``pr``, ``calibration``, ``histograms``, ``thresholds``, ``model-card``;
+    ``roc``, ``pr``, ``calibration``, ``histograms``, ``thresholds``, ``cases`` (when
+    given), ``model-card``;
     a research-use-only notice sits at the top and the bottom.
 
     Args:
@@ -400,6 +418,8 @@ def write_html_report(
         path: output file.
         model_card: the model card to show (classes, input spec, training data, ...).
         dataset_summary: free-form description of the data (name, split, source, ...).
+        cases: per-case rows (`chestdx.evaluate.cases.case_rows`), shown as a sortable
+            table (section ``cases``) with the worst errors first; None leaves it out.
 
     Returns:
         The path written.
@@ -424,6 +444,7 @@ def write_html_report(
         ("calibration", "Calibration", calibration_notes + plots(_calibration_figure, "Reliability diagram")),
         ("histograms", "Score histograms by true class", plots(_histogram_figure, "Score histograms")),
         ("thresholds", "Threshold sweep", html.columns([_threshold_block(r) for r in results])),
+        *([("cases", "Cases, worst errors first", _cases_section(cases))] if cases else []),
         ("model-card", "Model card", html.mapping_table(model_card) if model_card else "<p>No model card was given.</p>"),
     ]
     path = Path(path)

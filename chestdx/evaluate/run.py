@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from chestdx.errors import ChestDxError
+from chestdx.progress import progress as progress_bar
 
 from chestdx.io import load_study
+from chestdx.io.labels import label_indices
 from chestdx.models.loading import LoadedModel
 from chestdx.pipeline import diagnose
 
@@ -33,20 +35,24 @@ class DatasetPredictions:
     slice_probs: list[np.ndarray]
 
 
-def predict_records(model: LoadedModel, records: list, progress: bool = True) -> DatasetPredictions:
+def predict_records(model: LoadedModel, records: list, progress: bool = True,
+                    classes: Sequence[str] | None = None) -> DatasetPredictions:
     """Predict every record with ``model``.
 
     Args:
         model: the loaded model.
-        records: dataset records whose labels are among the model's classes.
+        records: dataset records whose labels map onto the model's classes
+            (`chestdx.io.labels.class_index`); checked before any study is read.
         progress: show a progress bar.
+        classes: what the model's classes are, in logit order, when its own names do not
+            match the dataset's labels (``--classes``); default the model's.
 
     Returns:
         The predictions.
     """
-    probs, ys, slice_probs = [], [], []
-    for rec in tqdm(records, desc="predicting", unit="study", disable=not progress):
-        ys.append(model.config.class_index(rec.label))
+    ys = label_indices([rec.label for rec in records], classes or model.config.classes)
+    probs, slice_probs = [], []
+    for rec in progress_bar(records, "predicting", "study", enabled=progress):
         diagnosis = diagnose(load_study(rec.path, progress=False), model)
         probs.append(diagnosis.probabilities)
         slice_probs.append(diagnosis.slice_probs[diagnosis.prepared.indices >= 0])
@@ -55,7 +61,8 @@ def predict_records(model: LoadedModel, records: list, progress: bool = True) ->
 
 
 def evaluate_model(model_name: str | None, records: list, *, level: str = "patient", n_resamples: int = 2000,
-                   seed: int = 0, report: str | None = None, dataset_name: str = "", progress: bool = True) -> dict:
+                   seed: int = 0, report: str | None = None, dataset_name: str = "", progress: bool = True,
+                   classes: Sequence[str] | None = None, cases: str | None = None) -> dict:
     """``chestdx evaluate``: predict every record, score at the asked level, optionally write the HTML report.
 
     Study-level and patient-level results are both computed (patients pool their studies'
@@ -72,19 +79,29 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
         report: path of an HTML report to write, or None.
         dataset_name: shown in the report.
         progress: show a progress bar.
+        classes: what the model's classes are, in logit order (``--classes``), when its own
+            names do not match the dataset's labels; default the model's.
+        cases: path of a per-case CSV to write (see `chestdx.evaluate.cases.case_rows`), or None.
 
     Returns:
         The result of the chosen level (see ``evaluate_predictions``), with the other
         levels under ``"levels"``.
     """
+    from chestdx.evaluate.cases import case_rows, write_cases_csv
     from chestdx.evaluate.report import aggregate_to_patients, evaluate_predictions, write_html_report
     from chestdx.models.loading import load_model
 
     model = load_model(model_name)
-    preds = predict_records(model, records, progress)
-    classes = list(model.config.classes)
+    if classes and len(classes) != len(model.config.classes):
+        raise ChestDxError(f"--classes names {len(classes)} classes but model {model.name!r} has "
+                           f"{len(model.config.classes)} ({', '.join(model.config.classes)}): name each in logit order")
+    classes = list(classes or model.config.classes)
+    preds = predict_records(model, records, progress, classes)
     common = {"classes": classes, "n_resamples": n_resamples, "seed": seed,
               "threshold": model.threshold if len(classes) == 2 else None}
+    rows = case_rows(records, preds.probs, preds.y, classes, common["threshold"])
+    if cases:
+        write_cases_csv(rows, cases)
     results = {"study": evaluate_predictions(preds.y, preds.probs, patient_ids=preds.patient_ids, level="study", **common)}
     ids, p, y = aggregate_to_patients(preds.patient_ids, preds.probs, preds.y)
     results["patient"] = evaluate_predictions(y, p, patient_ids=ids, level="patient", **common)
@@ -101,7 +118,8 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
                           model_card=model.card.to_dict(),
                           dataset_summary={"dataset": dataset_name, "studies": len(records),
                                            "patients": len(set(preds.patient_ids)), "class balance": counts,
-                                           "split": sorted({r.split or "-" for r in records})})
+                                           "split": sorted({r.split or "-" for r in records})},
+                          cases=rows)
     out = dict(results[chosen])
     out["levels"] = {k: {"n_cases": v["n_cases"], "metrics": v["metrics"]} for k, v in results.items() if k != chosen}
     out["model"] = {"name": model.name, "recipe": model.config.name}

@@ -21,6 +21,7 @@ from skimage.transform import resize
 from torch import nn
 
 from chestdx.errors import ChestDxError
+from chestdx.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def explain_slices(
     occlusion_stride: int = 16,
     occlusion_fill: str = "mean",
     batch_size: int = 16,
+    progress: bool = False,
 ) -> ExplanationResult:
     """Heat maps of the evidence for a class on each slice.
 
@@ -186,6 +188,7 @@ def explain_slices(
         occlusion_stride: step between occluded squares, at most ``occlusion_patch``.
         occlusion_fill: ``"mean"`` (the slice's mean) or ``"zero"``.
         batch_size: slices (gradient methods) or occluded copies (occlusion) per forward.
+        progress: report occlusion's progress (`chestdx.progress.progress`); it takes minutes per study on a CPU.
 
     Returns:
         The maps, probabilities, explained classes and, for box models, the boxes.
@@ -224,7 +227,8 @@ def explain_slices(
                 raw = _box_maps(boxes, scores, x.shape[2:])
             elif method == "occlusion":
                 raw = _occlusion_maps(
-                    classifier, x, targets, probabilities, occlusion_patch, occlusion_stride, occlusion_fill, batch_size
+                    classifier, x, targets, probabilities, occlusion_patch, occlusion_stride, occlusion_fill, batch_size,
+                    progress,
                 )
             else:
                 layer = "net." + _check_layer(model, target_layer or getattr(model, "target_layer", None))
@@ -337,7 +341,7 @@ def _window_starts(size: int, patch: int, stride: int) -> list[int]:
 
 def _occlusion_maps(
     model: nn.Module, x: torch.Tensor, targets: torch.Tensor, probabilities: torch.Tensor, patch: int, stride: int,
-    fill: str, batch_size: int,
+    fill: str, batch_size: int, progress: bool = False,
 ) -> np.ndarray:
     """Mean drop of the target probability over the occluded squares covering each pixel."""
     n, _, h, w = x.shape
@@ -353,18 +357,18 @@ def _occlusion_maps(
     for y, x0 in windows:
         coverage[y : y + patch, x0 : x0 + patch] += 1
     maps = torch.zeros(n, h, w, device=x.device)
+    batches = [(i, start) for i in range(n) for start in range(0, len(windows), batch_size)]
     with torch.no_grad():
-        for i in range(n):
+        for i, start in progress_bar(batches, f"occlusion of {n} slice(s)", "batch", enabled=progress):
             value = x[i].mean() if fill == "mean" else 0.0
             target = int(targets[i])
-            for start in range(0, len(windows), batch_size):
-                chunk = windows[start : start + batch_size]
-                occluded = x[i].repeat(len(chunk), 1, 1, 1)
-                for j, (y, x0) in enumerate(chunk):
-                    occluded[j, :, y : y + patch, x0 : x0 + patch] = value
-                drops = probabilities[i, target] - torch.softmax(model(occluded), dim=1)[:, target]
-                for drop, (y, x0) in zip(drops, chunk):
-                    maps[i, y : y + patch, x0 : x0 + patch] += drop
+            chunk = windows[start : start + batch_size]
+            occluded = x[i].repeat(len(chunk), 1, 1, 1)
+            for j, (y, x0) in enumerate(chunk):
+                occluded[j, :, y : y + patch, x0 : x0 + patch] = value
+            drops = probabilities[i, target] - torch.softmax(model(occluded), dim=1)[:, target]
+            for drop, (y, x0) in zip(drops, chunk):
+                maps[i, y : y + patch, x0 : x0 + patch] += drop
     return (maps / coverage).cpu().numpy()
 
 

@@ -8,11 +8,13 @@ from typing import Sequence
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from skimage.segmentation import find_boundaries
 
 LUNG_OUTLINE = (0, 255, 0)
 BOX_COLOUR = (255, 255, 255)
+TRANSPARENT_BELOW = 0.2
+"""Heat below this fraction of the map's peak is not drawn: the slice shows through unchanged."""
 
 
 def overlay_rgb(
@@ -25,12 +27,15 @@ def overlay_rgb(
 ) -> np.ndarray:
     """A colour-mapped heat map blended over a grey slice, with optional lung outline and boxes.
 
+    The heat map's opacity rises with its value: none below ``TRANSPARENT_BELOW``, then
+    linearly up to ``alpha`` at 1, so cold regions leave the slice as it is.
+
     Args:
         slice_uint8: ``(H, W)`` windowed slice, 0-255.
         heatmap: ``(H, W)`` map in 0..1.
         lung_mask: ``(H, W)`` bool; its outline is drawn in green.
         boxes: ``(k, 4)`` ``(y0, x0, y1, x1)`` boxes in slice pixels, drawn in white.
-        alpha: opacity of the heat map.
+        alpha: opacity of the heat map where it is 1.
         cmap: matplotlib colour map name.
 
     Returns:
@@ -41,7 +46,8 @@ def overlay_rgb(
     if grey.shape != heat.shape:
         raise ValueError(f"slice {grey.shape} and heat map {heat.shape} differ in shape")
     colour = matplotlib.colormaps[cmap](heat)[..., :3] * 255.0
-    rgb = (1.0 - alpha) * grey[..., None] + alpha * colour
+    opacity = alpha * np.clip((heat - TRANSPARENT_BELOW) / (1.0 - TRANSPARENT_BELOW), 0.0, 1.0)[..., None]
+    rgb = (1.0 - opacity) * grey[..., None] + opacity * colour
     out = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     if lung_mask is not None:
         out[find_boundaries(np.asarray(lung_mask, dtype=bool), mode="inner")] = LUNG_OUTLINE
@@ -65,7 +71,7 @@ def overlay_png(
     cmap: str = "jet",
     title: str | None = None,
 ) -> Path:
-    """Save `overlay_rgb` as a PNG of the slice's own size (plus a title strip when given).
+    """Save `overlay_rgb` at the slice's own size, with a colour bar on the right and a caption above.
 
     Args:
         slice_uint8: ``(H, W)`` windowed slice, 0-255.
@@ -73,27 +79,42 @@ def overlay_png(
         path: output ``.png`` path.
         lung_mask: ``(H, W)`` bool lung mask, outlined.
         boxes: ``(k, 4)`` boxes in slice pixels.
-        alpha: opacity of the heat map.
+        alpha: opacity of the heat map where it is 1.
         cmap: matplotlib colour map name.
-        title: text written in a black strip above the image.
+        title: caption written in a black strip above the image (method, class, model).
 
     Returns:
         The path written.
 
     Example:
-        >>> overlay_png(rendered[0], heat[0], "out/slice_0012_overlay.png", title="COVID-19 0.93")
+        >>> overlay_png(rendered[0], heat[0], "out/slice_0012_overlay.png", title="gradcam | covid 0.93 | ct-default")
     """
-    image = Image.fromarray(overlay_rgb(slice_uint8, heatmap, lung_mask, boxes, alpha, cmap))
+    overlay = Image.fromarray(overlay_rgb(slice_uint8, heatmap, lung_mask, boxes, alpha, cmap))
+    width, height = overlay.size
+    font = ImageFont.load_default(size=max(10, min(width, height) // 32))
+    line = font.size + 6
+    bar_width = max(8, width // 40)
+    labels = 4 * font.size  # room for "high" / "low"
+    strip = line if title else 0
+    image = Image.new("RGB", (width + bar_width + labels, height + strip))
+    image.paste(overlay, (0, strip))
+    image.paste(_colour_bar(bar_width, height, cmap, alpha), (width + 2, strip))
+    draw = ImageDraw.Draw(image)
     if title:
-        strip = 14
-        titled = Image.new("RGB", (image.width, image.height + strip))
-        titled.paste(image, (0, strip))
-        ImageDraw.Draw(titled).text((2, 1), title, fill=(255, 255, 255))
-        image = titled
+        draw.text((3, 3), title, fill=(255, 255, 255), font=font)
+    draw.text((width + bar_width + 4, strip), "high", fill=(255, 255, 255), font=font)
+    draw.text((width + bar_width + 4, strip + height - line), "low", fill=(255, 255, 255), font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
     return path
+
+
+def _colour_bar(width: int, height: int, cmap: str, alpha: float) -> Image.Image:
+    """A vertical colour bar (1 at the top) drawn as `overlay_rgb` blends over mid-grey: the low end stays grey."""
+    ramp = np.repeat(np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None], width, axis=1)
+    return Image.fromarray(overlay_rgb(np.full((height, width), 128, dtype=np.uint8), ramp, alpha=max(alpha, 0.8),
+                                       cmap=cmap))
 
 
 def figure_grid(

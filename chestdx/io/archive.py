@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from tqdm.auto import tqdm
 
 from chestdx.errors import ChestDxError
+from chestdx.progress import progress as progress_bar
 
 _CHUNK = 1 << 20
 MAX_MEMBER_BYTES = 2 * 2**30
@@ -83,7 +83,7 @@ def extracted_zip(path: Path, *, max_bytes: int, max_files: int, progress: bool 
         root = Path(tmp)
         written = 0
         members = check_zip(zf, path.name, max_bytes=max_bytes, max_files=max_files)
-        for member in tqdm(members, desc="unpacking", unit="file", disable=not progress or len(members) < 2, leave=False):
+        for member in progress_bar(members, "unpacking", "file", enabled=progress, min_items=2):
             target = root.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
             if not target.resolve().is_relative_to(root.resolve()):
                 raise ChestDxError(f"{path.name} contains the unsafe path {member.filename!r}: refusing to unpack it")

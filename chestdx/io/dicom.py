@@ -21,9 +21,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
-from tqdm.auto import tqdm
 
 from chestdx.errors import ChestDxError
+from chestdx.progress import progress as progress_bar
 from chestdx.io.study import Study
 
 XRAY_MODALITIES = ("CR", "DX", "DR")
@@ -155,8 +155,8 @@ def read_headers(paths: list[Path], names: list[str], *, progress: bool) -> tupl
         readable DICOM, names of DICOM objects without an image (reports, DICOMDIR ...).
     """
     headers, unreadable, non_image = [], [], []
-    for path, name in tqdm(list(zip(paths, names)), desc="reading DICOM headers", unit="file",
-                           disable=not progress or len(paths) < 2, leave=False):
+    for path, name in progress_bar(list(zip(paths, names)), "reading DICOM headers", "file",
+                                   enabled=progress, min_items=2):
         try:
             preamble = _has_preamble(path)
             if not preamble and not _starts_like_dicom(path):
@@ -517,8 +517,7 @@ def read_ct(series: _Series, *, kind: str | None, keep_phi: bool, progress: bool
     headers, positions = order_slices(series.headers, warnings)
     slices, frame_positions = [], []
     first = None
-    for i, header in enumerate(tqdm(headers, desc="reading slices", unit="slice", disable=not progress or len(headers) < 2,
-                                    leave=False)):
+    for i, header in enumerate(progress_bar(headers, "reading slices", "slice", enabled=progress, min_items=2)):
         ds = _read_full(header)
         if first is None:
             first = ds

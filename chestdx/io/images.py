@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from chestdx.errors import ChestDxError
+from chestdx.progress import progress as progress_bar
 from chestdx.io.dicom import MIN_SIDE
 from chestdx.io.study import Study
 
@@ -136,8 +136,8 @@ def read_image_files(paths: list[Path], names: list[str], *, kind: str | None, p
         raise ChestDxError(f"kind='ct-slice' was asked for but {source} holds {len(paths)} images: point at one file "
                            "or leave kind unset to read them as a volume")
     slices, high_depth = [], False
-    for path, name in tqdm(list(zip(paths, names)), desc="reading images", unit="image",
-                           disable=not progress or len(paths) < 2, leave=False):
+    for path, name in progress_bar(list(zip(paths, names)), "reading images", "image",
+                                   enabled=progress, min_items=2):
         grey, deep = read_image(path, name)
         if min(grey.shape) < MIN_SIDE:
             raise ChestDxError(f"{name} is {grey.shape[1]}x{grey.shape[0]} pixels, too small to read "

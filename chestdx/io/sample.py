@@ -17,11 +17,14 @@ import pydicom.uid
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.pixels import get_encoder
 from pydicom.uid import UID, generate_uid
-from tqdm.auto import tqdm
 
 from chestdx.errors import ChestDxError
+from chestdx.progress import progress as progress_bar
 
 SAMPLE_DESCRIPTION = "chestdx synthetic sample - not patient data"
+PHANTOM_CONTENTS = ("a drawn chest CT phantom, two lungs with vessels and a few peripheral ground-glass patches "
+                    "(the look of COVID-19 pneumonia)")
+"""What the sample shows, for the message of ``chestdx sample``."""
 _SOP_CLASS = {
     "CT": pydicom.uid.CTImageStorage,
     "CR": pydicom.uid.ComputedRadiographyImageStorage,
@@ -219,8 +222,7 @@ def write_sample_series(out_dir, n_slices: int = 120, size: int = 512, seed: int
     spacing, pixel = 2.5, 0.7
     files = []
     slices = _phantom_slices(n_slices, size, seed)
-    for i, hu in enumerate(tqdm(slices, total=n_slices, desc="writing sample", unit="slice", disable=not progress,
-                                leave=False)):
+    for i, hu in enumerate(progress_bar(slices, "writing sample", "slice", total=n_slices, enabled=progress)):
         stored = np.clip(np.round(hu) + 1024, 0, 4095).astype(np.int16)
         ds = new_dataset(
             stored, modality="CT", uid_seed=f"{key}-{i}",

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal
 
-from chestdx.errors import ChestDxError
 from chestdx.preprocess.spec import InputSpec
 
 if TYPE_CHECKING:
@@ -42,17 +41,6 @@ class RecipeConfig:
     params: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
 
-    def class_index(self, label: str) -> int:
-        """Args: label: a dataset record's label. Returns: its class index.
-
-        Raises:
-            ChestDxError: the label is not one of the classes.
-        """
-        if label not in self.classes:
-            raise ChestDxError(f"label {label!r} is not one of the model's classes {list(self.classes)}: "
-                               "pass --classes to match the dataset's labels")
-        return self.classes.index(label)
-
     def to_dict(self) -> dict:
         """Returns: the config as a JSON-ready dict."""
         out = asdict(self)
@@ -67,6 +55,9 @@ class RecipeConfig:
         data["classes"] = tuple(data.get("classes", ("non-covid", "covid")))
         return cls(**data)
 
+
+BOX_RECIPES = ("dre-net",)
+"""Recipes whose networks propose lesion boxes (``--method boxes``)."""
 
 Builder = Callable[[RecipeConfig], "nn.Module"]
 _RECIPES: dict[str, tuple[RecipeConfig, Builder]] = {}

@@ -10,7 +10,6 @@ from typing import Sequence
 import numpy as np
 
 from chestdx.errors import ChestDxError
-from chestdx.explain.overlay import overlay_png
 
 FORMAT = "chestdx-explanation/1"
 _SLICE_FILE = re.compile(r"^slice_\d{4,}_(heatmap\.npy|overlay\.png)$")
@@ -92,6 +91,8 @@ def write_explanations(
     clash = set(extra or {}) & set(document)
     if clash:
         raise ValueError(f"extra must not replace the keys {sorted(clash)}")
+    from chestdx.explain.overlay import overlay_png  # matplotlib and scikit-image: not needed to check a folder
+
     out_dir = Path(out_dir)
     _prepare(out_dir)
     for n, index in enumerate(indices):
@@ -101,6 +102,7 @@ def write_explanations(
         overlay_png(
             rendered_slices[n], heat, out_dir / overlay_name(index),
             lung_mask=None if lung_masks is None else lung_masks[n], boxes=slice_boxes,
+            title=overlay_caption(method, class_name, probability, (extra or {}).get("model"), index),
         )
         entry = {"index": index, "heatmap": heatmap_name(index), "overlay": overlay_name(index),
                  "shape": list(heat.shape)}
@@ -113,6 +115,12 @@ def write_explanations(
     path = out_dir / "explain.json"
     path.write_text(json.dumps(document, indent=2))
     return path
+
+
+def overlay_caption(method: str, class_name: str, probability: float, model: str | None, index: int) -> str:
+    """Returns: the caption of an overlay: method, explained class with its probability, model and slice."""
+    parts = [method, f"class {class_name} (p {probability:.2f})", f"model {model}" if model else "", f"slice {index}"]
+    return "  |  ".join(p for p in parts if p)
 
 
 def _is_previous_output(path: Path) -> bool:
@@ -129,20 +137,33 @@ def _is_previous_output(path: Path) -> bool:
         return False
 
 
-def _prepare(out_dir: Path) -> None:
-    """Create ``out_dir``, or empty it of earlier explanations; refuse a folder with other files."""
+def check_output_folder(out_dir: str | Path) -> None:
+    """Refuse an output folder that is a file or holds anything but earlier chestdx explanations.
+
+    Args:
+        out_dir: the folder the explanations will be written to (it may not exist yet).
+
+    Raises:
+        ChestDxError: ``out_dir`` is a file, or a folder holding other files.
+    """
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ChestDxError(f"output path {out_dir} is a file: give a folder for the explanations")
     if out_dir.is_dir():
-        entries = sorted(out_dir.iterdir())
-        foreign = [p.name for p in entries if not _is_previous_output(p)]
+        foreign = [p.name for p in sorted(out_dir.iterdir()) if not _is_previous_output(p)]
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise ChestDxError(
                 f"output folder {out_dir} already holds other files ({shown}): "
                 "give a new or empty folder so nothing there is overwritten"
             )
-        for path in entries:
+
+
+def _prepare(out_dir: Path) -> None:
+    """Create ``out_dir``, or empty it of earlier explanations; refuse a folder with other files."""
+    check_output_folder(out_dir)
+    if out_dir.is_dir():
+        for path in out_dir.iterdir():
             path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 

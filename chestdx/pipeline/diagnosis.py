@@ -152,7 +152,7 @@ def diagnose(study: Study, model: LoadedModel, read_seconds: float = 0.0) -> Dia
 
 
 def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | None = None,
-            restrict_to_lungs: bool = True) -> StudyExplanation:
+            restrict_to_lungs: bool = True, progress: bool = False) -> StudyExplanation:
     """Heat maps for the slices with the highest probability of the target class, from the diagnosis's pass.
 
     Only the explained slices go through the network again (Grad-CAM needs their
@@ -167,6 +167,7 @@ def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | 
         target: class name to explain (default: the decision).
         restrict_to_lungs: zero the map outside the (slightly dilated) lung mask when the
             preprocessing computed one.
+        progress: report the progress of slow methods (occlusion).
 
     Returns:
         The explanation.
@@ -187,7 +188,8 @@ def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | 
     cls = classes.index(name)
     rows = diagnosis.ranked_rows if cls == diagnosis.decision_index else rank_rows(prepared, diagnosis.slice_probs, cls)
     rows = rows[:max(1, n_slices)]
-    result = explain_slices(net, torch.from_numpy(np.ascontiguousarray(prepared.x[rows])), method, target_class=cls)
+    result = explain_slices(net, torch.from_numpy(np.ascontiguousarray(prepared.x[rows])), method, target_class=cls,
+                            progress=progress)
     shape = prepared.rendered.shape[1:]
     maps = np.stack([map_to_original(m, shape, prepared.crop_box) for m in result.maps])
     masks = None

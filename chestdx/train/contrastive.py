@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from chestdx.preprocess.intensity import imagenet_normalise
+from chestdx.progress import progress as progress_bar
 from chestdx.train.augment import augment_batch, slice_augmenter
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def pretrain_moco(net: nn.Module, slices: list[np.ndarray], *, epochs: int = 10,
         t0, total, n = time.time(), 0.0, 0
         order = rng.permutation(len(slices))
         batches = [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
-        bar = tqdm(batches, desc=f"moco epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = progress_bar(batches, f"moco epoch {epoch + 1}/{epochs}", "batch", enabled=progress)
         for idx in bar:
             batch = torch.from_numpy(np.stack([slices[i] for i in idx])).float()
             views = [torch.from_numpy(imagenet_normalise(augment_batch(batch, augment).numpy()))

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from chestdx.io import load_study
+from chestdx.io.labels import class_index
 from chestdx.models.registry import RecipeConfig
 from chestdx.preprocess.intensity import imagenet_normalise
 from chestdx.preprocess.pipeline import prepare_study
+from chestdx.progress import progress as progress_bar
 
 
 @dataclass
@@ -54,8 +55,8 @@ def build_samples(records: list, config: RecipeConfig, unit: str | None = None, 
     unit = unit or config.unit
     spec = dataclasses.replace(config.input, normalise="unit")
     xs, ys, pids, cases = [], [], [], []
-    for i, rec in enumerate(tqdm(records, desc="preparing studies", disable=not progress, unit="study")):
-        y = config.class_index(rec.label)
+    for i, rec in enumerate(progress_bar(records, "preparing studies", "study", enabled=progress)):
+        y = class_index(rec.label, config.classes)
         prepared = prepare_study(load_study(rec.path, progress=False), spec)
         x = prepared.x.astype(np.float16)
         if unit == "slice":

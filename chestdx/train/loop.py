@@ -24,6 +24,7 @@ from chestdx.models.checkpoint import save_checkpoint
 from chestdx.models.loading import load_model
 from chestdx.models.recipes import build_model
 from chestdx.models.registry import RecipeConfig
+from chestdx.progress import progress as progress_bar
 from chestdx.train.augment import augment_batch, slice_augmenter
 from chestdx.train.data import SampleSet, build_samples, to_model_input
 
@@ -321,8 +322,8 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
             net.train()
             hold_frozen_norms(net)
             t0, total = time.time(), 0.0
-            bar = tqdm(list(_batches(len(tr), bs, rng)), desc=f"{stage['name']} epoch {epoch + 1}/{n_epochs}",
-                       disable=not progress, leave=False)
+            bar = progress_bar(list(_batches(len(tr), bs, rng)), f"{stage['name']} epoch {epoch + 1}/{n_epochs}", "batch",
+                               enabled=progress)
             for idx in bar:
                 x = to_model_input(augment_batch(_stack(tr, idx), augmenter), config)
                 if x.ndim == 4:

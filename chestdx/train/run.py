@@ -10,6 +10,7 @@ import numpy as np
 from chestdx.errors import ChestDxError
 from chestdx.evaluate.serialise import to_json_ready
 from chestdx.io.datasets import load_dataset
+from chestdx.io.labels import POSITIVE, canonical_label, label_indices
 from chestdx.io.split import patient_kfold, patient_split
 from chestdx.models.registry import RecipeConfig
 from chestdx.train.loop import fit
@@ -37,11 +38,16 @@ def split_records(records: list, seed: int) -> tuple[list, list]:
 
 
 def _check_labels(records: list, config: RecipeConfig, spec: str) -> None:
+    """Every label must map onto the recipe's classes (see `chestdx.io.labels.class_index`)."""
     labels = sorted({r.label for r in records})
-    missing = [lab for lab in labels if lab not in config.classes]
-    if missing:
+    try:
+        label_indices(labels, config.classes)
+    except ChestDxError:
+        covid = [lab for lab in labels if canonical_label(lab) == POSITIVE]
+        suggested = [lab for lab in labels if lab not in covid] + covid
+        positive = f" --positive {POSITIVE}" if covid else ""
         raise ChestDxError(f"{spec} has labels {labels} but recipe {config.name!r} predicts {list(config.classes)}: "
-                           f"pass --classes {','.join(labels)}")
+                           f"pass --classes {','.join(suggested)}{positive} (the positive class is the last)") from None
 
 
 def train_command(config: RecipeConfig, data_spec: str, out_dir: str | Path, *, val_spec: str | None = None,
