@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -34,10 +35,18 @@ EXPLAIN_METHOD = "gradcam"
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the web process is gone (killed): its job is re-queued and re-run at the next start."""
+    while os.getppid() == parent:
+        time.sleep(2.0)
+    os._exit(1)
+
+
 def load_worker_models() -> None:
     """Pool initializer: load the default CT model once in this worker process (the X-ray model on first use)."""
     from chestdx.models.loading import load_model
 
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     load_model(kind="ct-volume")
 
 

@@ -36,8 +36,9 @@ def report_html(study_id: str, record: dict, explanation_dir: Path) -> str:
     """
     probabilities = record["probabilities"]
     rows = [(escape(c), f"{p:.3f}", "decision" if c == record["decision"] else "") for c, p in probabilities.items()]
-    result = (f"<p><b>Decision: {escape(record['decision'])}</b> "
-              f"(threshold {record['threshold']:.2f} on the last class for binary models)</p>"
+    classes = list(probabilities)
+    rule = f"threshold {record['threshold']:.2f} on {classes[-1]}" if len(classes) == 2 else "most probable class"
+    result = (f"<p><b>Decision: {escape(record['decision'])}</b> ({escape(rule)})</p>"
               + table(["class", "probability", ""], rows, left_columns=1))
     if record["warnings"]:
         result += "<ul>" + "".join(f"<li>{escape(w)}</li>" for w in record["warnings"]) + "</ul>"
@@ -53,7 +54,7 @@ def report_html(study_id: str, record: dict, explanation_dir: Path) -> str:
             f'width="256"><figcaption>slice {i}: {escape(explanation["class"])} {score:.2f}</figcaption></figure>'
             for i, score in zip(explanation["slices"], explanation["slice_scores"]))
         sections.append(("evidence", "Evidence (Grad-CAM)", f'<div class="flow">{figures}</div>'))
-    model = {k: v for k, v in record["model"].items() if v is not None}
+    model = {k: round(v, 3) if isinstance(v, float) else v for k, v in record["model"].items() if v is not None}
     limitations = "".join(f"<li>{escape(text)}</li>" for text in record["limitations"])
     sections.append(("model", "Model", mapping_table(model) + (f"<h3>Limitations</h3><ul>{limitations}</ul>"
                                                                if limitations else "")))
