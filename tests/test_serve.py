@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import time
 import zipfile
@@ -56,18 +57,22 @@ def series(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """A running app (its worker pool started) with one token; yields (client, headers, data folder)."""
+    """A running app (its worker pool started) with one token; yields (client, headers, data folder, sessions).
+
+    The database is SQLite in the data folder, or ``CHESTDX_TEST_DB_URL`` (e.g. a local PostgreSQL).
+    """
     data_dir = tmp_path_factory.mktemp("serve-data")
-    app = create_app(Settings(data_dir=data_dir, max_upload_mb=MAX_UPLOAD_MB, explain_slices=0, poll_seconds=0.2))
+    app = create_app(Settings(data_dir=data_dir, db_url=os.environ.get("CHESTDX_TEST_DB_URL"),
+                              max_upload_mb=MAX_UPLOAD_MB, explain_slices=0, poll_seconds=0.2))
     token = create_token(app.state.sessions, "tests")
     with TestClient(app) as client:
-        yield client, {"Authorization": f"Bearer {token}"}, data_dir
+        yield client, {"Authorization": f"Bearer {token}"}, data_dir, app.state.sessions
 
 
 @pytest.fixture(scope="module")
 def done_study(service, series) -> dict:
     """The sample series uploaded as a zip named like a patient export, diagnosed by a worker."""
-    client, headers, _ = service
+    client, headers, *_ = service
     answer = client.post("/studies", headers=headers,
                          files={"files": ("DOE_JOHN_12345.zip", zipped(series), "application/zip")})
     assert answer.status_code == 202 and answer.json()["status"] == "queued"
@@ -75,7 +80,7 @@ def done_study(service, series) -> dict:
 
 
 def test_every_endpoint_but_healthz_needs_a_known_token(service):
-    client, headers, _ = service
+    client, headers, *_ = service
     assert client.get("/healthz").status_code == 200
     for method, path in (("get", "/studies"), ("get", "/metrics"), ("get", "/studies/x"), ("delete", "/studies/x"),
                          ("get", "/studies/x/slices/0.png"), ("get", "/studies/x/report"), ("post", "/studies")):
@@ -111,13 +116,13 @@ def test_an_uploaded_series_gets_the_probabilities_of_chestdx_predict(done_study
     assert result["study"]["n_slices"] == 16
     # no uploaded file name is kept: not in the record, not on disk
     assert done_study["upload"] == "1 file: .zip"
-    _, _, data_dir = service
+    data_dir = service[2]
     assert [p.name for p in (data_dir / done_study["id"] / "upload").iterdir()] == ["study.zip"]
     assert "DOE" not in json.dumps(done_study)
 
 
 def test_a_broken_file_fails_its_job_with_the_one_line_message(service):
-    client, headers, _ = service
+    client, headers, *_ = service
     answer = client.post("/studies", headers=headers, files={"files": ("scan.dcm", b"not a dicom file", "application/dicom")})
     assert answer.status_code == 202
     study = wait_for_job(client, headers, answer.json()["id"])
@@ -126,7 +131,7 @@ def test_a_broken_file_fails_its_job_with_the_one_line_message(service):
 
 
 def test_bad_uploads_answer_4xx_with_a_message_and_leave_nothing_behind(service, series):
-    client, headers, data_dir = service
+    client, headers, data_dir, _ = service
     before = sorted(p.name for p in data_dir.iterdir())
     slip = zipped(series, arcname=lambda p: f"../{p.name}")
     cases = [
@@ -145,7 +150,7 @@ def test_bad_uploads_answer_4xx_with_a_message_and_leave_nothing_behind(service,
 
 
 def test_slices_render_in_both_windows_and_overlay_only_explained_slices(service, done_study):
-    client, headers, data_dir = service
+    client, headers, data_dir, sessions = service
     base = f"/studies/{done_study['id']}/slices"
     lung = client.get(f"{base}/8.png", headers=headers)
     mediastinum = client.get(f"{base}/8.png?window=mediastinum", headers=headers)
@@ -159,7 +164,6 @@ def test_slices_render_in_both_windows_and_overlay_only_explained_slices(service
     heat = np.zeros((1, 128, 128), np.float32)
     heat[0, 40:80, 30:60] = 1.0
     write_explanations(data_dir / done_study["id"] / "explanation", [8], lung_image[None], heat, "gradcam", 1, "covid", 0.8)
-    sessions = open_database(f"sqlite:///{data_dir / 'chestdx.db'}")
     with sessions.begin() as session:
         row = session.get(StudyRow, done_study["id"])
         row.result = json.dumps({**json.loads(row.result), "explanation": {
@@ -177,7 +181,7 @@ def test_slices_render_in_both_windows_and_overlay_only_explained_slices(service
 
 
 def test_metrics_are_prometheus_text(service, done_study):
-    client, headers, _ = service
+    client, headers, *_ = service
     text = client.get("/metrics", headers=headers).text
     sample = re.compile(r'^[a-z_]+(\{[a-z]+="[^"]*"\})? -?[0-9.e+]+$')
     values = {}
@@ -192,7 +196,7 @@ def test_metrics_are_prometheus_text(service, done_study):
 
 
 def test_delete_removes_the_row_and_the_files(service, series):
-    client, headers, data_dir = service
+    client, headers, data_dir, _ = service
     answer = client.post("/studies", headers=headers, files={"files": ("x.dcm", b"garbage", "application/dicom")})
     study = wait_for_job(client, headers, answer.json()["id"])
     assert (data_dir / study["id"]).is_dir()
@@ -203,7 +207,7 @@ def test_delete_removes_the_row_and_the_files(service, series):
 
 
 def test_the_viewer_page_is_served_without_anything_from_outside(service):
-    client, _, _ = service
+    client, *_ = service
     page = client.get("/").text
     assert "chestdx viewer" in page and 'id="token"' in page
     script = client.get("/static/viewer.js").text

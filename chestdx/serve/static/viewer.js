@@ -160,6 +160,14 @@ async function openReport(id, format) {
 }
 
 // ---- slices
+function fitImage() {
+  // zoom 100% fits the whole slice into the frame; more zooms in (the frame scrolls)
+  const image = $("image"), frame = $("frame");
+  if (!image.naturalWidth) return;
+  const fit = Math.min((frame.clientWidth - 4) / image.naturalWidth, (frame.clientHeight - 4) / image.naturalHeight);
+  image.style.width = `${Math.floor(image.naturalWidth * fit * $("zoom").value / 100)}px`;
+}
+
 async function showSlice(k) {
   if (!state.record) return;
   const n = state.record.study.n_slices;
@@ -177,14 +185,14 @@ async function showSlice(k) {
     if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
     state.imageUrl = URL.createObjectURL(blob);
     const image = $("image");
-    image.onload = () => { image.style.width = `${image.naturalWidth * $("zoom").value / 100 * Math.max(1, 512 / image.naturalWidth)}px`; };
+    image.onload = fitImage;
     image.src = state.imageUrl; image.alt = `slice ${k}, ${$("window").value} window${overlay === "gradcam" ? ", Grad-CAM overlay" : ""}`;
   } catch (e) { $("overlay-note").textContent = e.message; }
 }
 
 $("slice").addEventListener("input", () => showSlice(Number($("slice").value)));
 for (const id of ["window", "overlay", "opacity"]) $(id).addEventListener("change", () => showSlice(state.slice));
-$("zoom").addEventListener("input", () => $("image").onload && $("image").onload());
+$("zoom").addEventListener("input", fitImage);
 $("frame").addEventListener("wheel", (e) => { e.preventDefault(); showSlice(state.slice + Math.sign(e.deltaY)); }, { passive: false });
 $("frame").addEventListener("keydown", (e) => {
   const step = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10 }[e.key];
