@@ -1,4 +1,5 @@
-"""The web service through FastAPI's TestClient: tokens, uploads, jobs in worker processes, slices, reports, restarts."""
+"""The web service on a live uvicorn at 127.0.0.1: tokens, uploads, jobs in worker processes, slices, reports,
+metrics, restarts, and the viewer page driven in Chromium (when Debian's chromium and chromium-driver are there)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import io
 import json
 import os
 import re
+import shutil
+import socket
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -16,6 +20,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -37,7 +43,7 @@ def zipped(folder: Path, arcname=lambda p: p.name) -> bytes:
     return buffer.getvalue()
 
 
-def wait_for_job(client: TestClient, headers: dict, study_id: str, patience_s: float = 600.0) -> dict:
+def wait_for_job(client: httpx.Client | TestClient, headers: dict, study_id: str, patience_s: float = 600.0) -> dict:
     """Poll a study until its job has ended (a guard against hanging, not a speed check). Returns: the study."""
     deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline:
@@ -57,16 +63,28 @@ def series(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """A running app (its worker pool started) with one token; yields (client, headers, data folder, sessions).
+    """The app served by uvicorn on a free port of 127.0.0.1, with one token.
 
-    The database is SQLite in the data folder, or ``CHESTDX_TEST_DB_URL`` (e.g. a local PostgreSQL).
+    Yields ``(client, headers, data folder, sessions)``; the database is SQLite in the data
+    folder, or ``CHESTDX_TEST_DB_URL`` (e.g. a local PostgreSQL).
     """
     data_dir = tmp_path_factory.mktemp("serve-data")
     app = create_app(Settings(data_dir=data_dir, db_url=os.environ.get("CHESTDX_TEST_DB_URL"),
                               max_upload_mb=MAX_UPLOAD_MB, explain_slices=0, poll_seconds=0.2))
     token = create_token(app.state.sessions, "tests")
-    with TestClient(app) as client:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
         yield client, {"Authorization": f"Bearer {token}"}, data_dir, app.state.sessions
+    server.should_exit = True
+    thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +248,67 @@ def test_a_restart_resumes_queued_jobs_and_reruns_interrupted_ones(tmp_path, ser
     assert [s["status"] for s in studies] == ["done", "done"], [s["error"] for s in studies]
     assert [s["attempts"] for s in studies] == [1, 2]
     assert studies[0]["result"]["probabilities"] == studies[1]["result"]["probabilities"]
+
+
+def _chromium_driver():
+    """A headless Chromium through Selenium, or a skip naming what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("the viewer test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=webdriver.ChromeService(driver), options=options)
+
+
+def test_the_viewer_in_chromium_logs_in_uploads_scrolls_and_opens_the_report(service, series):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client, headers, *_ = service
+    browser = _chromium_driver()
+    artefact = Path(__file__).resolve().parents[1] / "out" / "test-artefacts" / "serve-viewer.png"
+    try:
+        browser.get(str(client.base_url))
+        browser.find_element(By.ID, "token").send_keys("cdx_wrong_token")
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait = WebDriverWait(browser, 600, poll_frequency=0.3)
+        wait.until(lambda b: b.find_element(By.ID, "login-error").text)
+        assert not browser.find_element(By.ID, "app").is_displayed()
+        field = browser.find_element(By.ID, "token")
+        field.clear()
+        field.send_keys(headers["Authorization"].split()[1])
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait.until(lambda b: b.find_element(By.ID, "app").is_displayed())
+
+        browser.execute_script("document.getElementById('files').hidden = false")
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in sorted(series.iterdir())))
+        decision = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#result-body .decision")).text
+        newest = client.get("/studies", headers=headers).json()[0]
+        assert newest["upload"] == "16 files: .dcm" and decision == f"Decision: {newest['decision']}"
+        assert browser.find_element(By.CSS_SELECTOR, "#result-body ul li").text  # the model's limitations
+        wait.until(lambda b: b.find_element(By.ID, "image").get_attribute("src").startswith("blob:"))
+
+        first = browser.find_element(By.ID, "slice-label").text
+        frame = browser.find_element(By.ID, "frame")
+        frame.click()
+        frame.send_keys(Keys.ARROW_DOWN)
+        wait.until(lambda b: b.find_element(By.ID, "slice-label").text != first)
+        # this service explains no slice (explain_slices=0): the overlay toggle is off and says why
+        assert not browser.find_element(By.ID, "overlay").is_enabled()
+        assert "No Grad-CAM map" in browser.find_element(By.ID, "overlay-note").text
+        artefact.parent.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(artefact))
+
+        browser.find_element(By.XPATH, "//button[text()='Open report']").click()
+        wait.until(lambda b: len(b.window_handles) == 2)
+        browser.switch_to.window(browser.window_handles[1])
+        assert wait.until(lambda b: "Decision:" in b.find_element(By.TAG_NAME, "body").text)
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert [m for m in errors if "401 (Unauthorized)" not in m] == []  # only the wrong token's refusal
+    finally:
+        browser.quit()

@@ -174,6 +174,7 @@ async function showSlice(k) {
   k = Math.max(0, Math.min(n - 1, k)); state.slice = k;
   $("slice").value = k; $("slice-label").textContent = `${k} / ${n - 1}`;
   const explained = ((state.record.explanation || {}).slices || []).includes(k);
+  $("overlay").disabled = !explained;
   const overlay = explained && $("overlay").checked ? "gradcam" : "none";
   $("overlay-note").textContent = explained ? "Grad-CAM map of this slice available."
     : "No Grad-CAM map on this slice: maps exist for the key slices.";
