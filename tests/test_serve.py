@@ -153,7 +153,9 @@ def test_bad_uploads_answer_4xx_with_a_message_and_leave_nothing_behind(service,
     before = sorted(p.name for p in data_dir.iterdir())
     slip = zipped(series, arcname=lambda p: f"../{p.name}")
     cases = [
+        # just over the limit: stopped while it is stored; far over: refused from its Content-Length
         (413, {"files": ("big.zip", b"0" * (MAX_UPLOAD_MB * 2**20 + 1), "application/zip")}, "larger than the limit"),
+        (413, {"files": ("huge.zip", b"0" * (2 * MAX_UPLOAD_MB * 2**20), "application/zip")}, "larger than the limit"),
         (415, {"files": ("notes.txt", b"hello", "text/plain")}, "not a DICOM, NIfTI, image or zip"),
         (400, {"files": ("broken.zip", b"PK\x03\x04 truncated", "application/zip")}, "cannot be read"),
         (400, {"files": ("slip.zip", slip, "application/zip")}, "unsafe path"),

@@ -35,7 +35,7 @@ from chestdx.preprocess.intensity import render_8bit
 from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, PIXELS_FILE, JobRunner
 from chestdx.serve.report import html_to_pdf, report_html
 from chestdx.serve.store import StudyRow, check_token, count_by_status, open_database
-from chestdx.serve.uploads import RequestError, save_upload
+from chestdx.serve.uploads import RequestError, save_upload, upload_too_large
 
 log = logging.getLogger("chestdx.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -164,9 +164,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def refuse_large_uploads(request: Request, call_next):
         length = request.headers.get("content-length")
         if request.method == "POST" and length and length.isdigit() and int(length) > max_bytes + 2**16:
-            return JSONResponse({"detail": f"the upload is larger than the limit of {settings.max_upload_mb:g} MB: "
-                                           "send one study at a time, or start the service with a larger "
-                                           "--max-upload-mb"}, status_code=413)
+            error = upload_too_large(settings.max_upload_mb)
+            return JSONResponse({"detail": str(error)}, status_code=error.status)
         return await call_next(request)
 
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:

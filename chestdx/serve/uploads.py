@@ -39,6 +39,12 @@ class RequestError(ChestDxError):
         self.status = status
 
 
+def upload_too_large(limit_mb: float) -> RequestError:
+    """Args: limit_mb: the service's upload limit. Returns: the 413 error of an upload over it."""
+    return RequestError(413, f"the upload is larger than the limit of {limit_mb:g} MB: send one study at a time, "
+                             "or start the service with a larger --max-upload-mb")
+
+
 def _suffix(name: str) -> str:
     lower = name.lower()
     for suffix in (*NIFTI_SUFFIXES, ".zip", *IMAGE_SUFFIXES, *DICOM_SUFFIXES):
@@ -54,8 +60,7 @@ def _copy(source: BinaryIO, target: Path, budget: int, limit_mb: float) -> int:
         while chunk := source.read(_CHUNK):
             written += len(chunk)
             if written > budget:
-                raise RequestError(413, f"the upload is larger than the limit of {limit_mb:g} MB: send one study at "
-                                        "a time, or start the service with a larger --max-upload-mb")
+                raise upload_too_large(limit_mb)
             out.write(chunk)
     return written
 
