@@ -375,6 +375,29 @@ def _terminated(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Run the web service and viewer, or ``token create NAME``: make an API token (printed once)."""
+    from chestdx.serve import Settings
+
+    settings = Settings(data_dir=Path(args.data_dir), db_url=args.db, max_upload_mb=args.max_upload_mb,
+                        workers=args.workers, explain_slices=args.explain_slices)
+    if args.action:
+        if len(args.action) != 3 or args.action[:2] != ["token", "create"]:
+            raise ChestDxError("unknown serve action: use `chestdx serve token create NAME`, or no action to start the service")
+        from chestdx.serve.store import create_token, open_database
+
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+        token = create_token(open_database(settings.database_url), args.action[2])
+        print(f"token for {args.action[2]} (shown once, stored only as a salted hash):\n{token}")
+        return
+    import uvicorn
+
+    from chestdx.serve import create_app
+
+    logging.getLogger("chestdx").setLevel(logging.INFO)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns: the argument parser with every sub-command."""
     from chestdx import __version__
@@ -497,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("recipes", help="list the recipes, and each bundled model's classes, training data and headline figure")
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("serve", help="web service and viewer (FastAPI); `serve token create NAME` makes an API token")
+    p.add_argument("action", nargs="*", help="token create NAME: make an API token (printed once)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--db", help="SQLAlchemy database URL (default: SQLite file chestdx.db in --data-dir)")
+    p.add_argument("--data-dir", default="chestdx-data", help="folder of uploaded studies and results")
+    p.add_argument("--max-upload-mb", type=float, default=1024.0)
+    p.add_argument("--workers", type=int, default=1, help="worker processes that run the diagnoses")
+    p.add_argument("--explain-slices", type=int, default=3, help="top slices with a Grad-CAM map per study (0: none)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,155 @@
+"""Speed and memory of `chestdx serve`: upload-to-result latency, throughput of concurrent uploads, peak memory.
+
+Starts ``chestdx serve`` (a real uvicorn process with its worker pool) on 127.0.0.1 with a
+temporary data folder and no Grad-CAM (``--explain-slices 0``), writes a ``chestdx sample``
+study as a zip, and measures:
+
+- in process: ``diagnose_source`` on the same zip with the model already loaded (best of
+  ``--repeats``), the time the service's worker spends per study at the least;
+- latency: from the start of ``POST /studies`` to ``GET /studies/{id}`` answering ``done``,
+  with a warm worker (after one warm-up upload), best of ``--repeats``; the difference to the
+  in-process time is the service's overhead (upload, queue, polling, worker hand-off);
+- throughput: ``--concurrent`` uploads sent at once, studies per minute until all are done;
+- peak memory: the largest sum of the resident memory of the service and its workers
+  (sampled from /proc every 0.2 s) during the concurrent run.
+
+Usage:
+    python benchmarks/serve.py [--slices 300] [--workers 2] [--concurrent 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from chestdx.io.sample import write_sample_series
+from chestdx.pipeline import diagnose_source
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (Linux /proc)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+            except OSError:
+                continue
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            rss_pages = int((Path("/proc") / str(current) / "statm").read_text().split()[1])
+            total += rss_pages * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return total
+
+
+def _wait_done(client: httpx.Client, study_id: str) -> float:
+    while True:
+        study = client.get(f"/studies/{study_id}").json()
+        if study["status"] in ("done", "failed"):
+            if study["status"] == "failed":
+                raise RuntimeError(study["error"])
+            return time.perf_counter()
+        time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrent", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="chestdx-serve-bench-") as tmp:
+        tmp = Path(tmp)
+        write_sample_series(tmp / "study", n_slices=args.slices, progress=False)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            for path in sorted((tmp / "study").iterdir()):
+                zf.write(path, path.name)
+        (tmp / "study.zip").write_bytes(buffer.getvalue())
+
+        diagnose_source(tmp / "study.zip")  # loads the model
+        in_process = min(_timed(lambda: diagnose_source(tmp / "study.zip")) for _ in range(args.repeats))
+
+        data = tmp / "data"
+        cli = [sys.executable, "-m", "chestdx.cli", "--quiet", "serve", "--data-dir", str(data)]
+        token = subprocess.run([*cli, "token", "create", "bench"], capture_output=True, text=True, check=True).stdout.split()[-1]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen([*cli, "--port", str(port), "--workers", str(args.workers), "--explain-slices", "0",
+                                   "--max-upload-mb", "4096"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
+                                  timeout=600)
+            while True:
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+
+            def upload() -> float:
+                t0 = time.perf_counter()
+                answer = client.post("/studies", files={"files": ("study.zip", buffer.getvalue(), "application/zip")})
+                answer.raise_for_status()
+                return _wait_done(client, answer.json()["id"]) - t0
+
+            upload()  # warm-up: the workers have started and loaded the model
+            latency = min(upload() for _ in range(args.repeats))
+
+            peak, stop = [0], threading.Event()
+
+            def sample_memory() -> None:
+                while not stop.is_set():
+                    peak[0] = max(peak[0], _tree_rss_bytes(server.pid))
+                    time.sleep(0.2)
+
+            sampler = threading.Thread(target=sample_memory, daemon=True)
+            sampler.start()
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrent) as pool:
+                list(pool.map(lambda _: upload(), range(args.concurrent)))
+            elapsed = time.perf_counter() - t0
+            stop.set()
+            sampler.join()
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+    print(f"study: chestdx sample, {args.slices} slices of 512x512, zipped {len(buffer.getvalue()) / 2**20:.1f} MB; "
+          f"{os.cpu_count()} CPUs, {args.workers} workers")
+    print(f"in process (diagnose_source, model loaded): {in_process:.2f} s")
+    print(f"service upload -> done (warm, best of {args.repeats}): {latency:.2f} s "
+          f"(+{latency - in_process:.2f} s over in process)")
+    print(f"{args.concurrent} concurrent uploads: {elapsed:.1f} s, {60 * args.concurrent / elapsed:.1f} studies/min; "
+          f"peak memory of service + workers {peak[0] / 2**30:.2f} GiB")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()

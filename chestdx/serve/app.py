@@ -1,0 +1,280 @@
+"""The FastAPI application: upload studies, follow their jobs, view slices with Grad-CAM, get reports.
+
+Every endpoint but ``/healthz`` (and the static viewer page, which holds no data) needs
+``Authorization: Bearer TOKEN`` (``chestdx serve token create NAME``). Logs name studies by
+their id only; no uploaded file name is stored or logged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from chestdx.errors import ChestDxError
+from chestdx.explain.overlay import overlay_rgb
+from chestdx.io.study import Study
+from chestdx.models.bundled import list_bundled
+from chestdx.outputs.explanations import heatmap_name
+from chestdx.preprocess.intensity import render_8bit
+from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, PIXELS_FILE, JobRunner
+from chestdx.serve.report import html_to_pdf, report_html
+from chestdx.serve.store import StudyRow, check_token, count_by_status, open_database
+from chestdx.serve.uploads import RequestError, save_upload, upload_too_large
+
+log = logging.getLogger("chestdx.serve")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Viewer window names -> the HU presets of chestdx.preprocess.intensity.WINDOWS.
+VIEW_WINDOWS = {"lung": "lung", "mediastinum": "mediastinal"}
+
+
+@dataclass
+class Settings:
+    """How the service runs.
+
+    Args:
+        data_dir: folder of the uploaded studies and results (one folder per study) and of
+            the default SQLite database.
+        db_url: SQLAlchemy database URL; None for ``sqlite:///<data_dir>/chestdx.db``.
+        max_upload_mb: largest upload.
+        workers: worker processes that run the jobs (each loads the models once).
+        explain_slices: top slices that get a Grad-CAM map per study (0: none; each map
+            costs seconds of CPU).
+        poll_seconds: how often the dispatcher looks at the queue when not woken.
+    """
+
+    data_dir: Path = Path("chestdx-data")
+    db_url: str | None = None
+    max_upload_mb: float = 1024.0
+    workers: int = 1
+    explain_slices: int = 3
+    poll_seconds: float = 2.0
+
+    @property
+    def database_url(self) -> str:
+        """Returns: the database URL to connect to."""
+        return self.db_url or f"sqlite:///{(Path(self.data_dir) / 'chestdx.db').resolve()}"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """ISO time in UTC (SQLite gives the stored UTC times back without their zone)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def _study_summary(row: StudyRow, with_result: bool) -> dict:
+    result = json.loads(row.result) if row.result else None
+    out = {"id": row.id, "status": row.status, "error": row.error, "kind": row.kind, "model": row.model,
+           "upload": row.upload, "attempts": row.attempts,
+           "created": _iso(row.created), "started": _iso(row.started), "finished": _iso(row.finished)}
+    if with_result:
+        out["result"] = result
+    elif result is not None:
+        out["decision"], out["probabilities"] = result["decision"], result["probabilities"]
+    return out
+
+
+def metrics_text(counts: dict[str, int], runner: JobRunner) -> str:
+    """The Prometheus text exposition of the queue and the jobs.
+
+    Args:
+        counts: studies per status in the database.
+        runner: the job runner (its finished-job counts and durations).
+
+    Returns:
+        The text (format version 0.0.4).
+    """
+    m = runner.metrics
+    lines = ["# HELP chestdx_queue_length Studies waiting for a worker.", "# TYPE chestdx_queue_length gauge",
+             f"chestdx_queue_length {counts['queued']}",
+             "# HELP chestdx_studies Studies in the database by status.", "# TYPE chestdx_studies gauge"]
+    lines += [f'chestdx_studies{{status="{s}"}} {n}' for s, n in counts.items()]
+    with m.lock:
+        lines += ["# HELP chestdx_jobs_finished_total Jobs finished by this process, by outcome.",
+                  "# TYPE chestdx_jobs_finished_total counter"]
+        lines += [f'chestdx_jobs_finished_total{{status="{s}"}} {n}' for s, n in m.finished.items()]
+        lines += ["# HELP chestdx_jobs_failed_total Jobs that failed in this process.",
+                  "# TYPE chestdx_jobs_failed_total counter", f"chestdx_jobs_failed_total {m.finished['failed']}",
+                  "# HELP chestdx_job_duration_seconds Seconds from a job's start to its end.",
+                  "# TYPE chestdx_job_duration_seconds histogram"]
+        lines += [f'chestdx_job_duration_seconds_bucket{{le="{b:g}"}} {n}' for b, n in zip(DURATION_BUCKETS, m.bucket_counts)]
+        lines += [f'chestdx_job_duration_seconds_bucket{{le="+Inf"}} {m.duration_count}',
+                  f"chestdx_job_duration_seconds_sum {m.duration_sum:.3f}",
+                  f"chestdx_job_duration_seconds_count {m.duration_count}"]
+    return "\n".join(lines) + "\n"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the service: database, job runner (started with the app) and routes.
+
+    Args:
+        settings: how to run.
+
+    Returns:
+        The FastAPI application (serve it with uvicorn, or drive it with TestClient).
+    """
+    data_dir = Path(settings.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sessions = open_database(settings.database_url)
+    runner = JobRunner(sessions, data_dir, settings.workers, settings.explain_slices, settings.poll_seconds)
+    max_bytes = int(settings.max_upload_mb * 2**20)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runner.start()
+        yield
+        runner.stop()
+
+    app = FastAPI(title="chestdx", lifespan=lifespan,
+                  description="COVID-19 pneumonia / other pneumonia / normal on chest CT and X-ray. "
+                              "Research use only, not for clinical use.")
+    app.state.runner, app.state.sessions = runner, sessions
+    bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(ChestDxError)
+    async def user_error(request: Request, exc: ChestDxError) -> JSONResponse:
+        status = exc.status if isinstance(exc, RequestError) else 400
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = " ".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}: see /docs for what it accepts"},
+                            status_code=422)
+
+    @app.middleware("http")
+    async def refuse_large_uploads(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length and length.isdigit() and int(length) > max_bytes + 2**16:
+            error = upload_too_large(settings.max_upload_mb)
+            return JSONResponse({"detail": str(error)}, status_code=error.status)
+        return await call_next(request)
+
+    def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+        if credentials is None or check_token(sessions, credentials.credentials) is None:
+            raise RequestError(401, "missing or unknown API token: send 'Authorization: Bearer TOKEN' "
+                                    "(create one with `chestdx serve token create NAME`)")
+        return credentials.credentials
+
+    def get_row(study_id: str) -> StudyRow:
+        with sessions() as session:
+            row = session.get(StudyRow, study_id)
+        if row is None:
+            raise RequestError(404, f"no study {study_id!r}: list the studies with GET /studies")
+        return row
+
+    def finished_result(study_id: str) -> dict:
+        row = get_row(study_id)
+        if row.status != "done":
+            raise RequestError(409, f"study {study_id} is {row.status}: slices and reports exist once it is done")
+        return json.loads(row.result)
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict:
+        """Liveness: answers without a token."""
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, dependencies=[Depends(authorised)])
+    def metrics() -> PlainTextResponse:
+        """Prometheus text: queue length, studies by status, finished and failed jobs, job durations."""
+        return PlainTextResponse(metrics_text(count_by_status(sessions), runner),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/studies", status_code=202, tags=["studies"], dependencies=[Depends(authorised)])
+    def upload_study(files: list[UploadFile] = File(..., description="a DICOM zip, DICOM files, a NIfTI, "
+                                                                       "image slices or an X-ray image"),
+                     kind: Literal["ct-volume", "ct-slice", "xray"] | None = Form(None),
+                     model: str | None = Form(None, description="a bundled model; default by the study's kind")) -> dict:
+        """Queue a study; answers at once with its id (the diagnosis runs in a worker)."""
+        if model and model not in list_bundled():
+            raise RequestError(400, f"no bundled model {model!r}: use one of {', '.join(list_bundled())}, or leave it out")
+        study_id = uuid.uuid4().hex
+        upload = save_upload([(f.filename or "", f.file) for f in files], data_dir / study_id, max_bytes)
+        with sessions.begin() as session:
+            session.add(StudyRow(id=study_id, status="queued", kind=kind, model=model or None, upload=upload))
+        log.info("study %s queued (%s)", study_id, upload)
+        runner.wake()
+        return {"id": study_id, "status": "queued"}
+
+    @app.get("/studies", tags=["studies"], dependencies=[Depends(authorised)])
+    def list_studies(limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
+        """The newest studies first, with status and, when done, decision and probabilities."""
+        from sqlalchemy import select
+
+        with sessions() as session:
+            rows = session.scalars(select(StudyRow).order_by(StudyRow.created.desc()).limit(limit)).all()
+        return [_study_summary(row, with_result=False) for row in rows]
+
+    @app.get("/studies/{study_id}", tags=["studies"], dependencies=[Depends(authorised)])
+    def get_study(study_id: str) -> dict:
+        """Status, error and, when done, the result: probabilities, decision, model card summary, limitations, timing."""
+        return _study_summary(get_row(study_id), with_result=True)
+
+    @app.get("/studies/{study_id}/slices/{k}.png", tags=["studies"], dependencies=[Depends(authorised)],
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def slice_png(study_id: str, k: int, window: Literal["lung", "mediastinum"] = "lung",
+                  overlay: Literal["gradcam", "none"] = "none", opacity: float = Query(0.45, ge=0.0, le=1.0)) -> Response:
+        """Slice ``k`` of a finished study, HU-windowed, with its Grad-CAM map when it is one of the explained slices."""
+        record = finished_result(study_id)
+        pixels = np.load(data_dir / study_id / PIXELS_FILE, mmap_mode="r")
+        if not 0 <= k < len(pixels):
+            raise RequestError(404, f"study {study_id} has slices 0..{len(pixels) - 1}, not {k}")
+        one = Study(pixels=np.asarray(pixels[k:k + 1], dtype=np.float32), intensity=record["study"]["intensity"])
+        image = render_8bit(one, VIEW_WINDOWS[window])[0]
+        if overlay == "gradcam":
+            explained = (record.get("explanation") or {}).get("slices", [])
+            if k not in explained:
+                raise RequestError(404, f"slice {k} has no Grad-CAM map: the explained slices are "
+                                        f"{', '.join(map(str, explained)) or 'none (the service runs with --explain-slices 0)'}")
+            heat = np.load(data_dir / study_id / EXPLANATION_FOLDER / heatmap_name(k))
+            image = overlay_rgb(image, heat, alpha=opacity)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/studies/{study_id}/report", tags=["studies"], dependencies=[Depends(authorised)],
+             response_class=HTMLResponse, responses={200: {"content": {"text/html": {}, "application/pdf": {}}}})
+    def report(study_id: str, format: Literal["html", "pdf"] = "html") -> Response:
+        """The study's report as one self-contained HTML page, or as PDF (printed by Chromium on the server)."""
+        html = report_html(study_id, finished_result(study_id), data_dir / study_id / EXPLANATION_FOLDER)
+        if format == "pdf":
+            headers = {"Content-Disposition": f'attachment; filename="chestdx-{study_id}.pdf"'}
+            return Response(html_to_pdf(html), media_type="application/pdf", headers=headers)
+        return HTMLResponse(html)
+
+    @app.delete("/studies/{study_id}", status_code=204, tags=["studies"], dependencies=[Depends(authorised)])
+    def delete_study(study_id: str) -> Response:
+        """Remove the study's row and all its files."""
+        row = get_row(study_id)
+        if row.status == "running":
+            raise RequestError(409, f"study {study_id} is running: delete it once it is done or failed")
+        with sessions.begin() as session:
+            session.delete(session.get(StudyRow, study_id))
+        shutil.rmtree(data_dir / study_id, ignore_errors=True)
+        log.info("study %s deleted", study_id)
+        return Response(status_code=204)
+
+    @app.get("/", include_in_schema=False)
+    def viewer() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,210 @@
+"""Jobs: the worker processes that diagnose uploaded studies, and the dispatcher that feeds them.
+
+A study's job runs in a ``ProcessPoolExecutor`` whose initializer loads the default CT model
+once per process (``load_model`` keeps it), never in a request handler. The dispatcher (a
+thread of the web process) claims queued jobs in the database, at most one per worker, and
+records each job's end. Everything a job writes lives in the study's folder:
+``upload/`` (what was sent), ``pixels.npy`` (the study's slices for the viewer),
+``result.json`` (the prediction record) and ``explanation/`` (Grad-CAM maps and overlays).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from chestdx.errors import ChestDxError
+from chestdx.serve.store import claim_next, finish, requeue_interrupted
+from chestdx.serve.uploads import upload_source
+
+log = logging.getLogger("chestdx.serve")
+
+PIXELS_FILE = "pixels.npy"
+RESULT_FILE = "result.json"
+EXPLANATION_FOLDER = "explanation"
+EXPLAIN_METHOD = "gradcam"
+DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the web process is gone (killed): its job is re-queued and re-run at the next start."""
+    while os.getppid() == parent:
+        time.sleep(2.0)
+    os._exit(1)
+
+
+def load_worker_models() -> None:
+    """Pool initializer: load the default CT model once in this worker process (the X-ray model on first use)."""
+    from chestdx.models.loading import load_model
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    load_model(kind="ct-volume")
+
+
+def run_study(folder: str, kind: str | None, model: str | None, explain_slices: int) -> str:
+    """Diagnose one uploaded study and write its files (runs in a worker process).
+
+    Args:
+        folder: the study's folder (holding ``upload/``).
+        kind: study kind override, or None to detect it.
+        model: bundled model name, or None for the default of the study's kind.
+        explain_slices: how many top slices get a Grad-CAM map (0: none).
+
+    Returns:
+        The result JSON: the prediction record, with ``study`` (slices, intensity, shape)
+        and ``explanation`` (method and explained slices) added.
+
+    Raises:
+        ChestDxError: the study cannot be read or diagnosed; the message says why.
+    """
+    from chestdx.evaluate.serialise import dumps
+    from chestdx.outputs.explanations import write_study_explanation
+    from chestdx.outputs.prediction import prediction_record
+    from chestdx.pipeline import diagnose_source, explain
+
+    path = Path(folder)
+    diagnosis = diagnose_source(upload_source(path), model, kind=kind)
+    study = diagnosis.study
+    stored = np.rint(study.pixels).clip(-32768, 32767).astype(np.int16 if study.intensity == "hu" else np.uint8)
+    np.save(path / PIXELS_FILE, stored)
+    explanation = None
+    if explain_slices > 0:
+        explain(diagnosis, EXPLAIN_METHOD, n_slices=explain_slices)
+        write_study_explanation(path / EXPLANATION_FOLDER, diagnosis)
+        e = diagnosis.explanation
+        explanation = {"method": e.method, "class": e.class_name, "slices": e.slice_indices,
+                       "slice_scores": [round(s, 4) for s in e.slice_scores]}
+    record = prediction_record(diagnosis)
+    record["study"] = {"n_slices": int(study.n_slices), "intensity": study.intensity, "shape": list(stored.shape)}
+    record["explanation"] = explanation
+    text = dumps(record)
+    (path / RESULT_FILE).write_text(text)
+    return text
+
+
+@dataclass
+class JobMetrics:
+    """Counts and durations of the jobs this process finished, for ``/metrics``."""
+
+    finished: dict[str, int] = field(default_factory=lambda: {"done": 0, "failed": 0})
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    duration_sum: float = 0.0
+    duration_count: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe(self, status: str, seconds: float) -> None:
+        """Args: status: ``done`` or ``failed``. seconds: the job's duration."""
+        with self.lock:
+            self.finished[status] += 1
+            self.duration_sum += seconds
+            self.duration_count += 1
+            for i, bound in enumerate(DURATION_BUCKETS):
+                if seconds <= bound:
+                    self.bucket_counts[i] += 1
+
+
+class JobRunner:
+    """Runs queued studies in a process pool, claiming them from the database.
+
+    Args:
+        sessions: the database's session factory.
+        data_dir: the folder holding one folder per study.
+        workers: worker processes (each loads the models once).
+        explain_slices: Grad-CAM maps per study (0: none).
+        poll_seconds: how often the queue is checked when nothing wakes the dispatcher.
+    """
+
+    def __init__(self, sessions, data_dir: Path, workers: int, explain_slices: int, poll_seconds: float = 2.0):
+        self.sessions, self.data_dir = sessions, data_dir
+        self.workers, self.explain_slices, self.poll_seconds = workers, explain_slices, poll_seconds
+        self.metrics = JobMetrics()
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Re-queue jobs a stopped process left running, start the workers and the dispatcher."""
+        requeued = requeue_interrupted(self.sessions)
+        if requeued:
+            log.warning("re-queued %d job(s) left running by a stopped process", requeued)
+        self._pool = self._new_pool()
+        self._thread = threading.Thread(target=self._dispatch, name="chestdx-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop dispatching and the workers; unfinished jobs stay ``running`` and are re-queued at the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wake(self) -> None:
+        """Tell the dispatcher that a job was queued."""
+        self._wake.set()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn: the web process has threads (uvicorn, the dispatcher), which fork would copy half-way.
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=load_worker_models)
+
+    def _dispatch(self) -> None:
+        while not self._stop.is_set():
+            while self._in_flight < self.workers and not self._stop.is_set():
+                row = claim_next(self.sessions)
+                if row is None:
+                    break
+                self._submit(row.id, row.kind, row.model)
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def _submit(self, study_id: str, kind: str | None, model: str | None) -> None:
+        with self._lock:
+            self._in_flight += 1
+        log.info("study %s started", study_id)
+        started = time.monotonic()
+        try:
+            future = self._pool.submit(run_study, str(self.data_dir / study_id), kind, model, self.explain_slices)
+        except BrokenProcessPool:
+            self._pool = self._new_pool()
+            future = self._pool.submit(run_study, str(self.data_dir / study_id), kind, model, self.explain_slices)
+        future.add_done_callback(lambda f: self._finished(study_id, started, f))
+
+    def _finished(self, study_id: str, started: float, future: Future) -> None:
+        seconds = time.monotonic() - started
+        try:
+            if future.cancelled():
+                return  # shutting down: the job stays running and is re-queued at the next start
+            error = future.exception()
+            if error is None:
+                finish(self.sessions, study_id, result=future.result())
+                log.info("study %s done in %.1f s", study_id, seconds)
+            elif isinstance(error, ChestDxError):
+                finish(self.sessions, study_id, error=str(error))
+                log.info("study %s failed: %s", study_id, error)
+            elif isinstance(error, BrokenProcessPool):
+                finish(self.sessions, study_id, error="the worker process stopped while diagnosing this study "
+                                                      "(out of memory?): upload it again or ask the administrator")
+                log.error("study %s: worker process died", study_id)
+            else:
+                finish(self.sessions, study_id, error=f"internal error ({type(error).__name__}): the administrator "
+                                                      "finds the details in the service's log")
+                log.error("study %s failed with an internal error", study_id, exc_info=error)
+            if not self._stop.is_set():
+                self.metrics.observe("failed" if error is not None else "done", seconds)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self._wake.set()

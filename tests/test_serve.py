@@ -1,0 +1,316 @@
+"""The web service on a live uvicorn at 127.0.0.1: tokens, uploads, jobs in worker processes, slices, reports,
+metrics, restarts, and the viewer page driven in Chromium (when Debian's chromium and chromium-driver are there)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("sqlalchemy")
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from chestdx.cli import main  # noqa: E402
+from chestdx.io.sample import write_sample_series  # noqa: E402
+from chestdx.outputs.explanations import write_explanations  # noqa: E402
+from chestdx.serve import Settings, create_app  # noqa: E402
+from chestdx.serve.store import StudyRow, TokenRow, check_token, create_token, open_database  # noqa: E402
+
+MAX_UPLOAD_MB = 2
+
+
+def zipped(folder: Path, arcname=lambda p: p.name) -> bytes:
+    """Args: folder: files to zip. arcname: member name of each file. Returns: the zip's bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(folder.iterdir()):
+            zf.write(path, arcname(path))
+    return buffer.getvalue()
+
+
+def wait_for_job(client: httpx.Client | TestClient, headers: dict, study_id: str, patience_s: float = 600.0) -> dict:
+    """Poll a study until its job has ended (a guard against hanging, not a speed check). Returns: the study."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        study = client.get(f"/studies/{study_id}", headers=headers).json()
+        if study["status"] in ("done", "failed"):
+            return study
+        time.sleep(0.3)
+    raise AssertionError(f"study {study_id} still {study['status']} after {patience_s} s")
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("serve") / "series"
+    write_sample_series(folder, n_slices=16, size=128, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The app served by uvicorn on a free port of 127.0.0.1, with one token.
+
+    Yields ``(client, headers, data folder, sessions)``; the database is SQLite in the data
+    folder, or ``CHESTDX_TEST_DB_URL`` (e.g. a local PostgreSQL).
+    """
+    data_dir = tmp_path_factory.mktemp("serve-data")
+    app = create_app(Settings(data_dir=data_dir, db_url=os.environ.get("CHESTDX_TEST_DB_URL"),
+                              max_upload_mb=MAX_UPLOAD_MB, explain_slices=0, poll_seconds=0.2))
+    token = create_token(app.state.sessions, "tests")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        yield client, {"Authorization": f"Bearer {token}"}, data_dir, app.state.sessions
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def done_study(service, series) -> dict:
+    """The sample series uploaded as a zip named like a patient export, diagnosed by a worker."""
+    client, headers, *_ = service
+    answer = client.post("/studies", headers=headers,
+                         files={"files": ("DOE_JOHN_12345.zip", zipped(series), "application/zip")})
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    return wait_for_job(client, headers, answer.json()["id"])
+
+
+def test_every_endpoint_but_healthz_needs_a_known_token(service):
+    client, headers, *_ = service
+    assert client.get("/healthz").status_code == 200
+    for method, path in (("get", "/studies"), ("get", "/metrics"), ("get", "/studies/x"), ("delete", "/studies/x"),
+                         ("get", "/studies/x/slices/0.png"), ("get", "/studies/x/report"), ("post", "/studies")):
+        assert getattr(client, method)(path).status_code == 401, path
+        wrong = getattr(client, method)(path, headers={"Authorization": "Bearer cdx_0123_not-a-token"})
+        assert wrong.status_code == 401 and "token" in wrong.json()["detail"], path
+    assert client.get("/studies", headers=headers).status_code == 200
+
+
+def test_tokens_are_stored_hashed_and_made_by_the_cli(tmp_path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["serve", "--data-dir", str(tmp_path), "token", "create", "pacs-bridge"]) == 0
+    token = out.getvalue().split()[-1]
+    sessions = open_database(f"sqlite:///{tmp_path / 'chestdx.db'}")
+    assert check_token(sessions, token) == "pacs-bridge"
+    assert check_token(sessions, token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    with sessions() as session:
+        stored = session.query(TokenRow).one()
+    assert token not in (stored.token_hash, stored.salt, stored.key_id) and stored.key_id in token
+    assert token.encode() not in (tmp_path / "chestdx.db").read_bytes()
+
+
+def test_an_uploaded_series_gets_the_probabilities_of_chestdx_predict(done_study, series, service):
+    assert done_study["status"] == "done", done_study["error"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--quiet", "predict", str(series), "--json"]) == 0
+    cli = json.loads(out.getvalue())
+    result = done_study["result"]
+    assert result["probabilities"] == cli["probabilities"] and result["decision"] == cli["decision"]
+    assert result["limitations"] == cli["limitations"] and result["model"]["name"] == cli["model"]["name"]
+    assert result["study"]["n_slices"] == 16
+    # no uploaded file name is kept: not in the record, not on disk
+    assert done_study["upload"] == "1 file: .zip"
+    data_dir = service[2]
+    assert [p.name for p in (data_dir / done_study["id"] / "upload").iterdir()] == ["study.zip"]
+    assert "DOE" not in json.dumps(done_study)
+
+
+def test_a_broken_file_fails_its_job_with_the_one_line_message(service):
+    client, headers, *_ = service
+    answer = client.post("/studies", headers=headers, files={"files": ("scan.dcm", b"not a dicom file", "application/dicom")})
+    assert answer.status_code == 202
+    study = wait_for_job(client, headers, answer.json()["id"])
+    assert study["status"] == "failed" and study["result"] is None
+    assert "not a readable DICOM file" in study["error"] and "\n" not in study["error"]
+
+
+def test_bad_uploads_answer_4xx_with_a_message_and_leave_nothing_behind(service, series):
+    client, headers, data_dir, _ = service
+    before = sorted(p.name for p in data_dir.iterdir())
+    slip = zipped(series, arcname=lambda p: f"../{p.name}")
+    cases = [
+        # just over the limit: stopped while it is stored; far over: refused from its Content-Length
+        (413, {"files": ("big.zip", b"0" * (MAX_UPLOAD_MB * 2**20 + 1), "application/zip")}, "larger than the limit"),
+        (413, {"files": ("huge.zip", b"0" * (2 * MAX_UPLOAD_MB * 2**20), "application/zip")}, "larger than the limit"),
+        (415, {"files": ("notes.txt", b"hello", "text/plain")}, "not a DICOM, NIfTI, image or zip"),
+        (400, {"files": ("broken.zip", b"PK\x03\x04 truncated", "application/zip")}, "cannot be read"),
+        (400, {"files": ("slip.zip", slip, "application/zip")}, "unsafe path"),
+    ]
+    for status, files, message in cases:
+        answer = client.post("/studies", headers=headers, files=files)
+        assert answer.status_code == status and message in answer.json()["detail"], answer.json()
+    wrong_kind = client.post("/studies", headers=headers, data={"kind": "mri"},
+                             files={"files": ("a.dcm", b"x", "application/dicom")})
+    assert wrong_kind.status_code == 422 and "kind" in wrong_kind.json()["detail"]
+    assert sorted(p.name for p in data_dir.iterdir()) == before
+
+
+def test_slices_render_in_both_windows_and_overlay_only_explained_slices(service, done_study):
+    client, headers, data_dir, sessions = service
+    base = f"/studies/{done_study['id']}/slices"
+    lung = client.get(f"{base}/8.png", headers=headers)
+    mediastinum = client.get(f"{base}/8.png?window=mediastinum", headers=headers)
+    assert lung.headers["content-type"] == "image/png"
+    lung_image, mediastinum_image = (np.asarray(Image.open(io.BytesIO(r.content))) for r in (lung, mediastinum))
+    assert lung_image.shape == (128, 128) and not np.array_equal(lung_image, mediastinum_image)
+    assert client.get(f"{base}/16.png", headers=headers).status_code == 404
+    assert client.get(f"{base}/8.png?overlay=gradcam", headers=headers).status_code == 404
+
+    # what a job with --explain-slices writes: a map for slice 8 and its entry in the result
+    heat = np.zeros((1, 128, 128), np.float32)
+    heat[0, 40:80, 30:60] = 1.0
+    write_explanations(data_dir / done_study["id"] / "explanation", [8], lung_image[None], heat, "gradcam", 1, "covid", 0.8)
+    with sessions.begin() as session:
+        row = session.get(StudyRow, done_study["id"])
+        row.result = json.dumps({**json.loads(row.result), "explanation": {
+            "method": "gradcam", "class": "covid", "slices": [8], "slice_scores": [0.8]}})
+    overlay = np.asarray(Image.open(io.BytesIO(client.get(f"{base}/8.png?overlay=gradcam", headers=headers).content)))
+    assert overlay.shape == (128, 128, 3)
+    hot, cold = overlay[40:80, 30:60].astype(int), overlay[100:120, 100:120].astype(int)
+    assert (hot[..., 0] - hot[..., 2]).mean() > 50  # red where the map is 1 (jet colour map)
+    assert np.abs(cold[..., 0] - lung_image[100:120, 100:120] * 0.55).max() <= 1  # no red where the map is 0
+
+    report = client.get(f"/studies/{done_study['id']}/report", headers=headers)
+    assert report.headers["content-type"].startswith("text/html")
+    assert f"Decision: {done_study['result']['decision']}" in report.text and "Limitations" in report.text
+    assert 'alt="Grad-CAM on slice 8"' in report.text and "data:image/png;base64," in report.text
+
+
+def test_metrics_are_prometheus_text(service, done_study):
+    client, headers, *_ = service
+    text = client.get("/metrics", headers=headers).text
+    sample = re.compile(r'^[a-z_]+(\{[a-z]+="[^"]*"\})? -?[0-9.e+]+$')
+    values = {}
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            assert sample.match(line), line
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values["chestdx_queue_length"] == 0
+    assert values['chestdx_studies{status="done"}'] >= 1
+    assert values["chestdx_job_duration_seconds_count"] == values['chestdx_job_duration_seconds_bucket{le="+Inf"}'] >= 1
+
+
+def test_delete_removes_the_row_and_the_files(service, series):
+    client, headers, data_dir, _ = service
+    answer = client.post("/studies", headers=headers, files={"files": ("x.dcm", b"garbage", "application/dicom")})
+    study = wait_for_job(client, headers, answer.json()["id"])
+    assert (data_dir / study["id"]).is_dir()
+    assert client.delete(f"/studies/{study['id']}", headers=headers).status_code == 204
+    assert not (data_dir / study["id"]).exists()
+    assert client.get(f"/studies/{study['id']}", headers=headers).status_code == 404
+    assert study["id"] not in [s["id"] for s in client.get("/studies", headers=headers).json()]
+
+
+def test_the_viewer_page_is_served_without_anything_from_outside(service):
+    client, *_ = service
+    page = client.get("/").text
+    assert "chestdx viewer" in page and 'id="token"' in page
+    script = client.get("/static/viewer.js").text
+    assert "sessionStorage" in script
+    assert not re.search(r"(src|href)=\"https?://", page) and "https://" not in script
+
+
+def test_a_restart_resumes_queued_jobs_and_reruns_interrupted_ones(tmp_path, series):
+    """Rows as a killed service leaves them (one queued, one running), then the service starts again."""
+    sessions = open_database(f"sqlite:///{tmp_path / 'chestdx.db'}")
+    for study_id, status in (("a" * 32, "queued"), ("b" * 32, "running")):
+        (tmp_path / study_id / "upload").mkdir(parents=True)
+        (tmp_path / study_id / "upload" / "study.zip").write_bytes(zipped(series))
+        with sessions.begin() as session:
+            session.add(StudyRow(id=study_id, status=status, upload="1 file: .zip", attempts=int(status == "running")))
+    app = create_app(Settings(data_dir=tmp_path, explain_slices=0, poll_seconds=0.2))
+    headers = {"Authorization": f"Bearer {create_token(app.state.sessions, 'tests')}"}
+    with TestClient(app) as client:
+        studies = [wait_for_job(client, headers, study_id) for study_id in ("a" * 32, "b" * 32)]
+    assert [s["status"] for s in studies] == ["done", "done"], [s["error"] for s in studies]
+    assert [s["attempts"] for s in studies] == [1, 2]
+    assert studies[0]["result"]["probabilities"] == studies[1]["result"]["probabilities"]
+
+
+def _chromium_driver():
+    """A headless Chromium through Selenium, or a skip naming what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("the viewer test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=webdriver.ChromeService(driver), options=options)
+
+
+def test_the_viewer_in_chromium_logs_in_uploads_scrolls_and_opens_the_report(service, series):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client, headers, *_ = service
+    browser = _chromium_driver()
+    artefact = Path(__file__).resolve().parents[1] / "out" / "test-artefacts" / "serve-viewer.png"
+    try:
+        browser.get(str(client.base_url))
+        browser.find_element(By.ID, "token").send_keys("cdx_wrong_token")
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait = WebDriverWait(browser, 600, poll_frequency=0.3)
+        wait.until(lambda b: b.find_element(By.ID, "login-error").text)
+        assert not browser.find_element(By.ID, "app").is_displayed()
+        field = browser.find_element(By.ID, "token")
+        field.clear()
+        field.send_keys(headers["Authorization"].split()[1])
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait.until(lambda b: b.find_element(By.ID, "app").is_displayed())
+
+        browser.execute_script("document.getElementById('files').hidden = false")
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in sorted(series.iterdir())))
+        decision = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#result-body .decision")).text
+        newest = client.get("/studies", headers=headers).json()[0]
+        assert newest["upload"] == "16 files: .dcm" and decision == f"Decision: {newest['decision']}"
+        assert browser.find_element(By.CSS_SELECTOR, "#result-body ul li").text  # the model's limitations
+        wait.until(lambda b: b.find_element(By.ID, "image").get_attribute("src").startswith("blob:"))
+
+        first = browser.find_element(By.ID, "slice-label").text
+        frame = browser.find_element(By.ID, "frame")
+        frame.click()
+        frame.send_keys(Keys.ARROW_DOWN)
+        wait.until(lambda b: b.find_element(By.ID, "slice-label").text != first)
+        # this service explains no slice (explain_slices=0): the overlay toggle is off and says why
+        assert not browser.find_element(By.ID, "overlay").is_enabled()
+        assert "No Grad-CAM map" in browser.find_element(By.ID, "overlay-note").text
+        artefact.parent.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(artefact))
+
+        browser.find_element(By.XPATH, "//button[text()='Open report']").click()
+        wait.until(lambda b: len(b.window_handles) == 2)
+        browser.switch_to.window(browser.window_handles[1])
+        assert wait.until(lambda b: "Decision:" in b.find_element(By.TAG_NAME, "body").text)
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert [m for m in errors if "401 (Unauthorized)" not in m] == []  # only the wrong token's refusal
+    finally:
+        browser.quit()
