@@ -3,9 +3,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SAMPLE ?= out/sample-study
 
-.PHONY: setup demo test
+# Debian packages the tests drive as real programs (the viewer in Chromium, DICOM validation with dciodvfy).
+SYSTEM_PACKAGES ?= chromium chromium-driver dicom3tools
+SYSTEM_COMMANDS ?= chromium chromedriver dciodvfy
 
-setup: $(VENV)/.installed
+.PHONY: setup system demo test
+
+setup: system $(VENV)/.installed
+
+system:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "missing:$$missing; install as root: apt-get install $(SYSTEM_PACKAGES)"; fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
