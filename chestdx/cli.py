@@ -89,6 +89,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     record = prediction_record(diagnosis, top_k=args.top)
     if path is not None:
         record["explanation"] = str(path)
+    if args.dicom_out:
+        from chestdx.outputs.dicom import write_dicom_outputs
+
+        record["dicom_outputs"] = [str(p) for p in write_dicom_outputs(args.dicom_out, diagnosis, n_key_slices=args.slices)]
     _print_json(record) if args.json else print(prediction_text(record))
 
 
@@ -251,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--top", type=int, default=5, help="how many top slices to list")
             p.add_argument("--explain", choices=["cam", "gradcam", "gradcampp", "occlusion", "boxes"],
                            help="also write heat maps with this method (needs --out)")
+            p.add_argument("--dicom-out", help="also write a DICOM SR, key-slice secondary captures and a lung "
+                                               "segmentation (de-identified) into this folder")
         else:
             p.add_argument("--method", default="gradcam", choices=["cam", "gradcam", "gradcampp", "occlusion", "boxes"])
             p.add_argument("--target", help="class to explain (default: the decided class)")
