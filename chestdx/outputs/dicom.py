@@ -108,7 +108,7 @@ def patient_module(diagnosis: Diagnosis, keep_patient: bool) -> dict:
         ChestDxError: ``keep_patient`` was asked for a study read without them.
     """
     metadata = diagnosis.study.metadata
-    if keep_patient and "PatientID" not in metadata:
+    if keep_patient and not any(tag in metadata for tag in PATIENT_TAGS):
         raise ChestDxError("results for the PACS must carry the patient module, but the study was read de-identified: "
                            "read it with load_study(..., keep_phi=True)")
     module = {tag: str(metadata.get(tag, "")) if keep_patient else "" for tag in PATIENT_TAGS}
