@@ -131,7 +131,8 @@ def _wait_for_status(folder: Path, seconds: float = 240) -> dict:
     raise AssertionError(f"no status in {folder} after {seconds} s")
 
 
-def test_round_trip_through_chestdx_into_orthanc(orthanc, tmp_path):
+@pytest.mark.parametrize("sender", ["pynetdicom", "orthanc"])
+def test_round_trip_through_chestdx_into_orthanc(orthanc, tmp_path, sender):
     files = write_sample_series(tmp_path / "ct", n_slices=24, size=128, seed=2, progress=False)
     source = pydicom.dcmread(files[0], stop_before_pixels=True)
     for f in files:  # the PACS holds the study's images
@@ -140,7 +141,12 @@ def test_round_trip_through_chestdx_into_orthanc(orthanc, tmp_path):
     node = DicomNode(tmp_path / "store", port=orthanc["node_port"], return_to=orthanc["peer"], quiet_seconds=1.0)
     node.start()
     try:
-        assert set(_send(files, node.port)) == {0}
+        if sender == "pynetdicom":
+            assert set(_send(files, node.port)) == {0}
+        else:  # the PACS pushes the study to the node registered as its modality "chestdx"
+            lookup = _get_post(orthanc["url"] + "/tools/lookup", source.StudyInstanceUID)
+            pushed = _get_post(orthanc["url"] + "/modalities/chestdx/store", lookup[0]["ID"])
+            assert pushed["InstancesCount"] == len(files) and pushed["FailedInstancesCount"] == 0
         status = _wait_for_status(tmp_path / "store" / source.SeriesInstanceUID)
     finally:
         node.stop()
@@ -189,3 +195,30 @@ def test_node_answers_echo_refuses_mr_and_keeps_serving_after_a_bad_series(tmp_p
         assert _send([tiny], node.port) == [0]  # still serving
     finally:
         node.stop()
+
+
+def test_chestdx_node_command_answers_echo_and_stops_on_sigterm(tmp_path):
+    import os
+    import signal
+    import sys
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "chestdx.cli", "node", "--store-dir", str(tmp_path / "store"),
+                                "--port", str(port)], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ae = AE(ae_title="SENDER")
+        ae.add_requested_context(Verification)
+        for _ in range(240):
+            assoc = ae.associate("127.0.0.1", port, ae_title="CHESTDX")
+            if assoc.is_established:
+                break
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.25)
+        assert assoc.is_established and assoc.send_c_echo().Status == 0
+        assoc.release()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode in (0, 128 + signal.SIGTERM)
+    assert f"listening as CHESTDX on 127.0.0.1:{port}" in stderr and "Traceback" not in stderr
