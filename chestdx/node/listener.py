@@ -23,11 +23,10 @@ from pynetdicom.sop_class import (CTImageStorage, Comprehensive3DSRStorage, Seco
                                   SegmentationStorage, Verification)
 
 from chestdx.errors import ChestDxError
-from chestdx.io import load_study
-from chestdx.models.loading import LoadedModel, load_model
+from chestdx.models.loading import load_model
 from chestdx.node.collector import SeriesCollector, write_status
 from chestdx.outputs.dicom import write_dicom_outputs
-from chestdx.pipeline import diagnose
+from chestdx.pipeline import diagnose_source
 
 log = logging.getLogger("chestdx.node")
 RESULT_SOP_CLASSES = (Comprehensive3DSRStorage, SecondaryCaptureImageStorage, SegmentationStorage)
@@ -104,7 +103,8 @@ class DicomNode:
         self.collector = SeriesCollector(store_dir, quiet_seconds)
         self.ae_title, self.host, self.port = ae_title, host, port
         self.return_to = return_to
-        self.model: LoadedModel = load_model(model) if model else load_model(kind="ct-volume")
+        self.model_name = model
+        load_model(model)  # loaded once per process (load_model keeps it): a broken model stops the node at start
         self._stop = threading.Event()
         self._server = None
         self._worker: threading.Thread | None = None
@@ -170,8 +170,8 @@ class DicomNode:
         t0 = time.perf_counter()
         results = folder / "results"
         try:
-            study = load_study(folder / "images", keep_phi=True, progress=False)
-            diagnosis = diagnose(study, self.model)
+            diagnosis = diagnose_source(folder / "images", self.model_name, keep_phi=True)
+            study = diagnosis.study
             shutil.rmtree(results, ignore_errors=True)
             paths = write_dicom_outputs(results, diagnosis, keep_patient=True)
             status = {"state": "done", "decision": diagnosis.decision, "n_slices": study.n_slices,
