@@ -165,3 +165,20 @@ def test_predict_dicom_out(series, tmp_path, capsys):
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names[-2:] == ["seg.dcm", "sr.dcm"] and sum(n.startswith("sc_slice_") for n in names) == 3
     assert '"dicom_outputs"' in capsys.readouterr().out
+
+
+def test_real_dicom_study_gives_valid_outputs(shared_data, tmp_path):
+    study = load_study(shared_data / "dicom-ct-two-slices", progress=False)
+    diagnosis = diagnose(study, load_model(kind=study.kind))
+    paths = write_dicom_outputs(tmp_path, diagnosis, n_key_slices=1)
+    sources = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+               for p in (shared_data / "dicom-ct-two-slices").glob("*.dcm")}
+    assert set(study.dicom.sop_instance_uids) == sources
+    assert "seg.dcm" not in [p.name for p in paths]  # the anonymised files have no FrameOfReferenceUID
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        assert ds.StudyInstanceUID == study.dicom.study_uid and not ds.get("PatientName")
+    if shutil.which("dciodvfy"):
+        for path in paths:
+            out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+            assert [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")] == []

@@ -18,6 +18,7 @@ only when the study was read with ``load_study(..., keep_phi=True)``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ try:
 except ImportError:  # the optional extra ``dicom-out``
     hd = None
 
+log = logging.getLogger("chestdx.outputs")
 CAPTION = "NOT FOR DIAGNOSIS - research use only"  # ASCII: the default font has no em dash
 MANUFACTURER = "chestdx"
 SERIES_NUMBERS = {"sr": 901, "sc": 902, "seg": 903}
@@ -322,6 +324,11 @@ def lung_segment(diagnosis: Diagnosis) -> MaskSegment | None:
     return MaskSegment("lung", np.asarray(mask, bool), codes.SCT.AnatomicalStructure, codes.SCT.Lung)
 
 
+def has_segmentation_geometry(refs) -> bool:
+    """Args: refs: a study's `DicomReferences`. Returns: whether a Segmentation can be placed on its slices."""
+    return None not in (refs.frame_of_reference_uid, refs.image_positions, refs.image_orientation, refs.pixel_spacing)
+
+
 def segmentation(diagnosis: Diagnosis, segments: list[MaskSegment], *, keep_patient: bool = False) -> Dataset:
     """A binary DICOM Segmentation of masks over the study's slices, one segment each.
 
@@ -337,9 +344,9 @@ def segmentation(diagnosis: Diagnosis, segments: list[MaskSegment], *, keep_pati
     _require_highdicom()
     refs = _references(diagnosis)
     study = diagnosis.study
-    if refs.image_positions is None or refs.image_orientation is None or refs.pixel_spacing is None:
-        raise ChestDxError("a DICOM Segmentation needs the source's ImagePositionPatient, ImageOrientationPatient and "
-                           "PixelSpacing, and this series lacks them: leave out the segmentation")
+    if not has_segmentation_geometry(refs):
+        raise ChestDxError("a DICOM Segmentation needs the source's FrameOfReferenceUID, ImagePositionPatient, "
+                           "ImageOrientationPatient and PixelSpacing, and this series lacks one: leave out the segmentation")
     shape = study.pixels.shape
     for s in segments:
         if s.mask.shape != shape:
@@ -374,8 +381,9 @@ def dicom_results(diagnosis: Diagnosis, *, keep_patient: bool = False, n_key_sli
         The objects.
     """
     segments = [s for s in [lung_segment(diagnosis), *extra_segments] if s is not None]
-    refs = _references(diagnosis)
-    with_geometry = refs.image_positions is not None and refs.pixel_spacing is not None
+    with_geometry = has_segmentation_geometry(_references(diagnosis))
+    if segments and not with_geometry:
+        log.warning("no DICOM Segmentation: the series lacks its frame of reference or slice geometry")
     return DicomResults(
         report=structured_report(diagnosis, keep_patient=keep_patient, n_key_slices=n_key_slices),
         captures=secondary_captures(diagnosis, keep_patient=keep_patient, n_key_slices=n_key_slices),
