@@ -192,6 +192,11 @@ def test_node_answers_echo_refuses_mr_and_keeps_serving_after_a_bad_series(tmp_p
         assert _send([tiny], node.port) == [0]
         status = _wait_for_status(tmp_path / "store" / pydicom.dcmread(tiny).SeriesInstanceUID, seconds=60)
         assert status["state"] == "failed" and "too small" in status["error"]
+        nameless = tmp_path / "nameless.dcm"  # no SeriesInstanceUID: refused with a failure status
+        ds = new_dataset(np.zeros((32, 32), np.int16), modality="CT")
+        del ds.SeriesInstanceUID
+        ds.save_as(nameless, enforce_file_format=True)
+        assert _send([nameless], node.port) == [0xC000]
         assert _send([tiny], node.port) == [0]  # still serving
     finally:
         node.stop()

@@ -113,10 +113,12 @@ class DicomNode:
         """C-STORE: write the instance to disk, then acknowledge it."""
         try:
             ds = event.dataset
-            self.collector.add(str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), event.encoded_dataset())
-        except (AttributeError, KeyError, ValueError, TypeError) as exc:
+            series_uid, sop_uid = str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+        except Exception as exc:  # whatever the decoder raises on a damaged instance, the sender gets a failure status
             log.warning("refused an instance from %s: %s", event.assoc.requestor.ae_title, type(exc).__name__)
             return CANNOT_UNDERSTAND
+        try:
+            self.collector.add(series_uid, sop_uid, event.encoded_dataset())
         except OSError as exc:
             log.error("cannot write a received instance to %s: %s", self.collector.store_dir, exc.strerror)
             return OUT_OF_RESOURCES

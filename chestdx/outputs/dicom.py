@@ -6,7 +6,7 @@
 - **SC**: a Secondary Capture per key slice with the heat map burned in (when the diagnosis
   has an explanation) and a visible "NOT FOR DIAGNOSIS - research use only" caption.
 - **SEG**: a DICOM Segmentation of the lung mask of the pipeline's pass; further masks (the
-  lesions of a lesion model) are added as more `MaskSegment`\\ s, one per label.
+  lesions of a lesion model) are added as more `MaskSegment` objects, one per label.
 
 Every object belongs to the source study (StudyInstanceUID, references to the source's SOP
 instances; see `chestdx.io.study.DicomReferences`). By default the outputs are de-identified:
@@ -166,8 +166,9 @@ def source_datasets(diagnosis: Diagnosis, slice_indices, keep_patient: bool) -> 
     return out
 
 
-def _code(name: str, meaning: str):
-    return hd.sr.CodedConcept(f"chestdx-{name}"[:16], CODING_SCHEME, meaning)
+def _code(value: str, meaning: str):
+    """Args: value: code value in chestdx's private scheme (at most 16 characters); meaning: its meaning. Returns: the code."""
+    return hd.sr.CodedConcept(value, CODING_SCHEME, meaning)
 
 
 def key_slices(diagnosis: Diagnosis, n: int) -> list[int]:
@@ -195,13 +196,13 @@ def structured_report(diagnosis: Diagnosis, *, keep_patient: bool = False, n_key
     algorithm = hd.sr.AlgorithmIdentification(name=model.name, version=model_version(diagnosis),
                                               family=codes.cid7162.ArtificialIntelligence, manufacturer=MANUFACTURER)
     measurements = [
-        hd.sr.Measurement(name=_code(f"p-{i}", f"Probability of {c}"), value=float(p), unit=codes.UCUM.NoUnits,
+        hd.sr.Measurement(name=_code(f"prob-{i}", f"Probability of {c}"), value=float(p), unit=codes.UCUM.NoUnits,
                           algorithm_id=algorithm)
         for i, (c, p) in enumerate(zip(model.config.classes, diagnosis.probabilities))]
     measurements.append(hd.sr.Measurement(name=_code("threshold", "Operating threshold on the last class probability"),
                                           value=float(model.threshold), unit=codes.UCUM.NoUnits, algorithm_id=algorithm))
     decision = hd.sr.QualitativeEvaluation(_code("decision", "Decision"),
-                                           _code(f"c-{diagnosis.decision_index}", diagnosis.decision))
+                                           _code(f"class-{diagnosis.decision_index}", diagnosis.decision))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="chestdx study classification"),
         algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=[decision],
