@@ -127,6 +127,7 @@ class DicomNode:
     def start(self) -> None:
         """Listen (in background threads) and start the worker."""
         ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = 0  # senders may send an instance in one PDU (pynetdicom's 16 kB default cuts a slice in 32)
         ae.add_supported_context(Verification)
         ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
         self._server = ae.start_server((self.host, self.port), block=False,
