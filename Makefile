@@ -3,9 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SAMPLE ?= out/sample-study
 
-# Debian packages the tests drive as real programs (the viewer in Chromium, DICOM validation with dciodvfy).
-SYSTEM_PACKAGES ?= chromium chromium-driver dicom3tools
-SYSTEM_COMMANDS ?= chromium chromedriver dciodvfy
+# Debian packages the tests drive as real programs (the viewer in Chromium, DICOM validation with dciodvfy,
+# Orthanc as the PACS the node talks to; the tests start it themselves on 127.0.0.1).
+SYSTEM_PACKAGES ?= chromium chromium-driver dicom3tools orthanc
+SYSTEM_COMMANDS ?= chromium chromedriver dciodvfy Orthanc
 
 .PHONY: setup system demo test
 

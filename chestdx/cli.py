@@ -143,6 +143,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     record = prediction_record(diagnosis, top_k=args.top)
     if path is not None:
         record["explanation"] = str(path)
+    if args.dicom_out:
+        from chestdx.outputs.dicom import write_dicom_outputs
+
+        record["dicom_outputs"] = [str(p) for p in write_dicom_outputs(args.dicom_out, diagnosis, n_key_slices=args.slices)]
     _print_json(record) if args.json else print(prediction_text(record))
 
 
@@ -155,6 +159,16 @@ def cmd_explain(args: argparse.Namespace) -> None:
     diagnosis = _diagnose(args)
     explain(diagnosis, args.method, n_slices=args.slices, target=args.target, progress=not args.quiet)
     print(f"wrote {write_study_explanation(args.out, diagnosis)}")
+
+
+def cmd_node(args: argparse.Namespace) -> None:
+    """Run the DICOM node: receive CT series, diagnose each complete one, send the DICOM results back."""
+    from chestdx.node.listener import DicomNode, Peer
+
+    logging.getLogger("chestdx").setLevel(logging.INFO)
+    peer = Peer.parse(args.return_to) if args.return_to else None
+    DicomNode(args.store_dir, ae_title=args.ae_title, host=args.host, port=args.port, return_to=peer, model=args.model,
+              quiet_seconds=args.complete_after).serve_forever()
 
 
 def _records(spec: str, split: str | None = None) -> list:
@@ -457,9 +471,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--top", type=int, default=5, help="how many top slices to list")
             p.add_argument("--explain", choices=methods, help="also write heat maps with this method (needs --out; "
                            "boxes: dre-net models only)")
+            p.add_argument("--dicom-out", help="also write a DICOM SR, key-slice secondary captures and a lung "
+                                               "segmentation (de-identified) into this folder")
         else:
             p.add_argument("--method", default="gradcam", choices=methods, help="boxes: dre-net models only")
             p.add_argument("--target", help="class to explain (default: the decided class)")
+
+    p = command("node", help="DICOM node: receive CT series (C-STORE), send back SR, key slices and segmentation")
+    p.add_argument("--ae-title", default="CHESTDX")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=11112)
+    p.add_argument("--store-dir", required=True, help="folder for received series and results (kept on disk)")
+    p.add_argument("--return-to", help="HOST:PORT:AET of the PACS that receives the results (they carry its patient "
+                                       "module); without it results stay in --store-dir")
+    p.add_argument("--model", help="bundled model name or checkpoint folder (default: the CT model)")
+    p.add_argument("--complete-after", type=float, default=10.0,
+                   help="seconds without a new instance after which a series is complete")
+    p.set_defaults(func=cmd_node)
 
     p = command("train", help="train a recipe; writes model.pt + metadata.json")
     p.add_argument("--recipe", help="recipe name with its default config (see `chestdx recipes`)")

@@ -24,7 +24,7 @@ from pydicom.uid import UID
 
 from chestdx.errors import ChestDxError
 from chestdx.progress import progress as progress_bar
-from chestdx.io.study import Study
+from chestdx.io.study import DicomReferences, Study
 
 XRAY_MODALITIES = ("CR", "DX", "DR")
 LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
@@ -515,7 +515,7 @@ def read_ct(series: _Series, *, kind: str | None, keep_phi: bool, progress: bool
                            "and chest X-ray only; point it at a CT series")
     _check_sizes(series.headers)
     headers, positions = order_slices(series.headers, warnings)
-    slices, frame_positions = [], []
+    slices, frame_positions, frame_headers = [], [], []
     first = None
     for i, header in enumerate(progress_bar(headers, "reading slices", "slice", enabled=progress, min_items=2)):
         ds = _read_full(header)
@@ -525,15 +525,19 @@ def read_ct(series: _Series, *, kind: str | None, keep_phi: bool, progress: bool
         if hu.ndim == 2:
             slices.append(hu)
             frame_positions.append(None if positions is None else positions[i])
+            frame_headers.append(header)
         else:  # multi-frame: frames kept in stored order
             if len(headers) == 1:
                 warnings.append(f"multi-frame file ({hu.shape[0]} frames): frames kept in stored order")
             slices.extend(list(hu))
             frame_positions.extend([None] * hu.shape[0])
+            frame_headers.extend([None] * hu.shape[0])
     if "RescaleIntercept" not in first and "SharedFunctionalGroupsSequence" not in first:
         warnings.append("RescaleIntercept missing: stored values used as HU")
     positions = None if any(p is None for p in frame_positions) else np.array(frame_positions, float)
+    header_of = {id(image): header for image, header in zip(slices, frame_headers)}
     slices, positions = drop_duplicate_slices(slices, positions, warnings)
+    references = dicom_references([header_of[id(image)] for image in slices])
     volume = np.stack(slices)
     if kind == "ct-slice" and len(volume) > 1:
         raise ChestDxError(f"kind='ct-slice' was asked for but the series has {len(volume)} slices: "
@@ -546,7 +550,38 @@ def read_ct(series: _Series, *, kind: str | None, keep_phi: bool, progress: bool
     metadata = deidentified_metadata(first, keep_phi)
     metadata["Modality"] = "CT"
     return Study(volume, "hu", (spacing_z, spacing_y, spacing_x), "CT", study_kind, source,
-                 series.uid or None, positions, metadata, warnings)
+                 series.uid or None, positions, metadata, warnings, dicom=references)
+
+
+def dicom_references(headers: list[_Header | None]) -> DicomReferences | None:
+    """The UIDs and geometry derived DICOM objects reference, one entry per slice.
+
+    Args:
+        headers: the header of each slice in physical order (None for a frame of a multi-frame file).
+
+    Returns:
+        The references, or None when a slice has no file of its own or the UIDs are missing.
+    """
+    if not headers or any(h is None for h in headers):
+        return None
+    ds = headers[0].ds
+    uids = tuple(str(h.ds.get("SOPInstanceUID", "") or "") for h in headers)
+    if not all(uids) or not ds.get("StudyInstanceUID") or not ds.get("SeriesInstanceUID"):
+        return None
+    positions = None
+    if all(len(h.ds.get("ImagePositionPatient") or ()) == 3 for h in headers):
+        positions = np.array([[float(v) for v in h.ds.ImagePositionPatient] for h in headers])
+    orientation = ds.get("ImageOrientationPatient")
+    spacing = ds.get("PixelSpacing")
+    thickness = ds.get("SliceThickness")
+    return DicomReferences(
+        study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
+        sop_class_uid=str(ds.get("SOPClassUID", "") or ""), sop_instance_uids=uids,
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or "") or None, image_positions=positions,
+        image_orientation=tuple(float(v) for v in orientation) if orientation and len(orientation) == 6 else None,
+        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing and len(spacing) == 2 else None,
+        slice_thickness=float(thickness) if thickness not in (None, "") else None,
+        study_date=str(ds.get("StudyDate", "") or ""), study_time=str(ds.get("StudyTime", "") or ""))
 
 
 def xray_to_8bit(ds: Dataset, name: str, warnings: list[str]) -> np.ndarray:

@@ -11,6 +11,40 @@ Intensity = Literal["hu", "8bit"]
 Kind = Literal["ct-volume", "ct-slice", "xray"]
 
 
+@dataclass(frozen=True)
+class DicomReferences:
+    """What derived DICOM objects (SR, SEG, secondary captures) reference: the source's UIDs and geometry.
+
+    Kept even when ``Study.metadata`` is de-identified: UIDs name images, not patients, and a
+    result that cannot point at its images is of no use in a PACS.
+
+    Args:
+        study_uid: StudyInstanceUID.
+        series_uid: SeriesInstanceUID.
+        sop_class_uid: SOPClassUID of the slices (e.g. CT Image Storage).
+        sop_instance_uids: SOPInstanceUID of each slice of ``Study.pixels``, in that (physical) order.
+        frame_of_reference_uid: FrameOfReferenceUID, or None when absent.
+        image_positions: ``(z, 3)`` ImagePositionPatient of each slice (mm), or None when any is missing.
+        image_orientation: ImageOrientationPatient (6 direction cosines), or None.
+        pixel_spacing: PixelSpacing ``(row, column)`` in mm, or None.
+        slice_thickness: SliceThickness in mm, or None.
+        study_date: StudyDate (``YYYYMMDD``) or "".
+        study_time: StudyTime or "".
+    """
+
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    sop_instance_uids: tuple[str, ...]
+    frame_of_reference_uid: str | None = None
+    image_positions: np.ndarray | None = None
+    image_orientation: tuple[float, ...] | None = None
+    pixel_spacing: tuple[float, float] | None = None
+    slice_thickness: float | None = None
+    study_date: str = ""
+    study_time: str = ""
+
+
 @dataclass
 class Study:
     """One imaging study, ready for preprocessing.
@@ -33,6 +67,8 @@ class Study:
         other_series: short descriptions (dicts with ``uid``, ``n_slices``,
             ``description``, ``modality``, and ``index``: the value to pass as
             ``load_study(..., series=index)``) of the series found but not chosen.
+        dicom: the DICOM references of the slices (UIDs, geometry), or None when the study
+            was not read from single-frame DICOM files.
     """
 
     pixels: np.ndarray
@@ -46,6 +82,7 @@ class Study:
     metadata: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     other_series: list[dict] = field(default_factory=list)
+    dicom: DicomReferences | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim == 2:
@@ -55,6 +92,8 @@ class Study:
         self.pixels = np.ascontiguousarray(self.pixels, dtype=np.float32)
         if self.intensity not in ("hu", "8bit"):
             raise ValueError(f"Study.intensity must be 'hu' or '8bit', got {self.intensity!r}")
+        if self.dicom is not None and len(self.dicom.sop_instance_uids) != self.n_slices:
+            raise ValueError(f"Study.dicom names {len(self.dicom.sop_instance_uids)} SOP instances for {self.n_slices} slices")
 
     @property
     def n_slices(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from chestdx.pipeline import Diagnosis
 
 RESEARCH_ONLY = "research use only, not for clinical use"
@@ -43,7 +45,7 @@ def prediction_record(diagnosis: Diagnosis, top_k: int = 5) -> dict:
 
 
 def prediction_text(record: dict) -> str:
-    """Args: record: a `prediction_record` (with ``explanation`` when heat maps were written). Returns: the text lines."""
+    """Args: record: a `prediction_record` (with ``explanation`` when heat maps were written, ``dicom_outputs`` when DICOM objects were). Returns: the text lines."""
     model = record["model"]
     lines = [f"model       {model['name']} ({model['recipe']}); {RESEARCH_ONLY}"]
     lines.append("probability " + "   ".join(f"{c} {p:.3f}" for c, p in record["probabilities"].items()))
@@ -61,4 +63,7 @@ def prediction_text(record: dict) -> str:
             lines.append(f"            (+{len(record['limitations']) - 1} more in the model card: --json shows them all)")
     if record.get("explanation"):
         lines.append(f"heat maps   {record['explanation']}")
+    if record.get("dicom_outputs"):
+        lines.append(f"DICOM       {len(record['dicom_outputs'])} objects (SR, key slices, segmentation) in "
+                     f"{Path(record['dicom_outputs'][0]).parent}")
     return "\n".join(lines)

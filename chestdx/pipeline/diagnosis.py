@@ -215,7 +215,7 @@ def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | 
 
 
 def diagnose_source(source, model: str | None = None, *, series: str | int | None = None, kind: str | None = None,
-                    progress: bool = False) -> Diagnosis:
+                    progress: bool = False, keep_phi: bool = False) -> Diagnosis:
     """Read a study, load the model for it (bundled default by the study's kind) and diagnose it.
 
     Args:
@@ -224,6 +224,7 @@ def diagnose_source(source, model: str | None = None, *, series: str | int | Non
         series: series UID or index when the source holds several.
         kind: override of the detected study kind.
         progress: show a progress bar while reading.
+        keep_phi: keep the patient's identifiers in ``study.metadata`` (for results returned to a PACS).
 
     Returns:
         The diagnosis (``timing["read"]`` included).
@@ -233,6 +234,6 @@ def diagnose_source(source, model: str | None = None, *, series: str | int | Non
 
     chosen = load_model(model) if model is not None else None  # a broken model is reported before any reading
     t0 = time.perf_counter()
-    study = load_study(source, series=series, kind=kind, progress=progress)
+    study = load_study(source, series=series, kind=kind, keep_phi=keep_phi, progress=progress)
     read_seconds = time.perf_counter() - t0
     return diagnose(study, chosen or load_model(kind=study.kind), read_seconds=read_seconds)

@@ -1,0 +1,199 @@
+"""The DICOM listener: a C-STORE SCP for CT images that diagnoses each complete series and returns DICOM results.
+
+Instances are written to disk before they are acknowledged (`SeriesCollector`). A worker
+thread takes each series that has gone quiet, reads it with the patient module kept
+(``keep_phi``: the results must file under the same patient in the PACS), diagnoses it with
+the model loaded once at start-up, writes the SR, key-slice captures and lung segmentation
+into the series folder and sends them to the ``return_to`` node by C-STORE. Failures are
+logged by series UID (never by patient name) and recorded in the series' ``status.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
+from pynetdicom.sop_class import (CTImageStorage, Comprehensive3DSRStorage, SecondaryCaptureImageStorage,
+                                  SegmentationStorage, Verification)
+
+from chestdx.errors import ChestDxError
+from chestdx.models.loading import load_model
+from chestdx.node.collector import SeriesCollector, write_status
+from chestdx.outputs.dicom import write_dicom_outputs
+from chestdx.pipeline import diagnose_source
+
+log = logging.getLogger("chestdx.node")
+RESULT_SOP_CLASSES = (Comprehensive3DSRStorage, SecondaryCaptureImageStorage, SegmentationStorage)
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A DICOM node to send results to: ``HOST:PORT:AET``."""
+
+    host: str
+    port: int
+    ae_title: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Peer":
+        """Args: text: ``HOST:PORT:AET``. Returns: the peer. Raises: ChestDxError: malformed."""
+        parts = text.rsplit(":", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[0] or not parts[2]:
+            raise ChestDxError(f"--return-to {text!r} is not HOST:PORT:AET (e.g. 127.0.0.1:4242:ORTHANC)")
+        return cls(parts[0], int(parts[1]), parts[2])
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def send_files(paths: list[Path], peer: Peer, calling_ae: str) -> list[int]:
+    """Send DICOM files to a peer with C-STORE, over one association.
+
+    Args:
+        paths: the files.
+        peer: where to.
+        calling_ae: our AE title.
+
+    Returns:
+        The C-STORE status of each file.
+
+    Raises:
+        ChestDxError: the peer refused or could not be reached.
+    """
+    ae = AE(ae_title=calling_ae)
+    for sop_class in RESULT_SOP_CLASSES:
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        raise ChestDxError(f"could not open an association with {peer}: check --return-to and that the PACS knows "
+                           f"{calling_ae}")
+    try:
+        statuses = []
+        for path in paths:
+            status = assoc.send_c_store(pydicom.dcmread(path))
+            statuses.append(int(status.Status) if status else -1)
+    finally:
+        assoc.release()
+    return statuses
+
+
+class DicomNode:
+    """A running chestdx DICOM node.
+
+    Args:
+        store_dir: where received series and results are kept.
+        ae_title: our AE title.
+        host: address to listen on.
+        port: port to listen on (0: any free port; see ``port`` after ``start``).
+        return_to: where to send the results, or None to keep them on disk only.
+        model: bundled model name or checkpoint folder (default: the CT model).
+        quiet_seconds: a series is complete after this long without a new instance.
+    """
+
+    def __init__(self, store_dir: str | Path, *, ae_title: str = "CHESTDX", host: str = "127.0.0.1", port: int = 11112,
+                 return_to: Peer | None = None, model: str | None = None, quiet_seconds: float = 10.0):
+        self.collector = SeriesCollector(store_dir, quiet_seconds)
+        self.ae_title, self.host, self.port = ae_title, host, port
+        self.return_to = return_to
+        self.model_name = model
+        load_model(model)  # loaded once per process (load_model keeps it): a broken model stops the node at start
+        self._stop = threading.Event()
+        self._server = None
+        self._worker: threading.Thread | None = None
+
+    def _on_store(self, event) -> int:
+        """C-STORE: write the instance to disk, then acknowledge it."""
+        try:
+            ds = event.dataset
+            series_uid, sop_uid = str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+        except Exception as exc:  # whatever the decoder raises on a damaged instance, the sender gets a failure status
+            log.warning("refused an instance from %s: %s", event.assoc.requestor.ae_title, type(exc).__name__)
+            return CANNOT_UNDERSTAND
+        try:
+            self.collector.add(series_uid, sop_uid, event.encoded_dataset())
+        except OSError as exc:
+            log.error("cannot write a received instance to %s: %s", self.collector.store_dir, exc.strerror)
+            return OUT_OF_RESOURCES
+        return 0x0000
+
+    def start(self) -> None:
+        """Listen (in background threads) and start the worker."""
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = 0  # senders may send an instance in one PDU (pynetdicom's 16 kB default cuts a slice in 32)
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
+        self._server = ae.start_server((self.host, self.port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self.port = self._server.server_address[1]
+        self._worker = threading.Thread(target=self._work, name="chestdx-node-worker", daemon=True)
+        self._worker.start()
+        log.info("listening as %s on %s:%d; results go to %s", self.ae_title, self.host, self.port,
+                 self.return_to or f"{self.collector.store_dir} only")
+
+    def stop(self) -> None:
+        """Stop listening and let the worker finish the series in hand."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+        if self._worker is not None:
+            self._worker.join(timeout=60)
+
+    def serve_forever(self) -> None:
+        """Start and block until interrupted (Ctrl-C or SIGTERM)."""
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            for folder in self.collector.complete():
+                self.process(folder)
+            self._stop.wait(0.2)
+
+    def process(self, folder: Path) -> dict:
+        """Diagnose one received series, write its DICOM results and send them back.
+
+        Args:
+            folder: the series folder in the store.
+
+        Returns:
+            The status written to ``status.json``.
+        """
+        t0 = time.perf_counter()
+        results = folder / "results"
+        try:
+            diagnosis = diagnose_source(folder / "images", self.model_name, keep_phi=True)
+            study = diagnosis.study
+            shutil.rmtree(results, ignore_errors=True)
+            paths = write_dicom_outputs(results, diagnosis, keep_patient=True)
+            status = {"state": "done", "decision": diagnosis.decision, "n_slices": study.n_slices,
+                      "results": [p.name for p in paths], "sent_to": None}
+            if self.return_to is not None:
+                codes = send_files(paths, self.return_to, self.ae_title)
+                status["sent_to"], status["store_statuses"] = str(self.return_to), codes
+                if any(c != 0 for c in codes):
+                    raise ChestDxError(f"{self.return_to} answered C-STORE statuses {[hex(c) for c in codes]}")
+        except ChestDxError as exc:
+            status = {"state": "failed", "error": str(exc)}
+        except Exception as exc:  # the node keeps serving whatever one series does
+            log.exception("series %s: unexpected error", folder.name)
+            status = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        status["seconds"] = round(time.perf_counter() - t0, 3)
+        write_status(folder, status)
+        if status["state"] == "done":
+            log.info("series %s: %s, %d result(s) %s in %.1f s", folder.name, status["decision"], len(status["results"]),
+                     f"sent to {self.return_to}" if self.return_to else "kept", status["seconds"])
+        else:
+            log.error("series %s failed: %s", folder.name, status["error"])
+        return status
