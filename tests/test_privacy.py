@@ -1,4 +1,4 @@
-"""No patient identifier of a DICOM study ends up in what chestdx prints or writes, by default."""
+"""No patient identifier of a DICOM study ends up in what chestdx prints or writes (DICOM results included), by default."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from chestdx.io.sample import write_sample_series
 
 IDENTIFIERS = {"PatientName": "Doe^Jane^Q", "PatientID": "PID-93817465", "PatientBirthDate": "19450317",
                "AccessionNumber": "ACC-5521987", "InstitutionName": "St Example Hospital",
-               "ReferringPhysicianName": "Smith^Refer"}
+               "ReferringPhysicianName": "Smithers^Rudolfo"}
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +38,13 @@ def test_outputs_carry_no_identifier(identified_study, tmp_path, capsys):
     texts = []
     for args in (["info", str(identified_study)], ["info", str(identified_study), "--json"],
                  ["predict", str(identified_study)], ["predict", str(identified_study), "--json"],
-                 ["predict", str(identified_study), "--explain", "cam", "--out", str(tmp_path / "maps")],
+                 ["predict", str(identified_study), "--explain", "cam", "--out", str(tmp_path / "maps"),
+                  "--dicom-out", str(tmp_path / "dicom")],
                  ["preview", str(identified_study), "-o", str(tmp_path / "sheet.png")]):
         assert main(["--quiet", *args]) == 0
         captured = capsys.readouterr()
         texts += [captured.out, captured.err]
+    assert any((tmp_path / "dicom").glob("*.dcm"))
     for path in tmp_path.rglob("*"):
         if path.is_file():
             texts.append(path.read_bytes().decode("latin-1"))
