@@ -62,7 +62,7 @@ from chestdx.io.split import patient_split
 from chestdx.models.checkpoint import BUNDLED_DIR, make_card, save_checkpoint
 from chestdx.models.recipes.detl import build_detl, detl_config
 from chestdx.train.cached import Tail, cache_block_inputs, class_probabilities, fit_tail, tail_outputs
-from chestdx.train.transfer import SOURCE_CLASSES, source_config
+from chestdx.train.transfer import SOURCE_CLASSES, source_config, source_records
 
 log = logging.getLogger("train_default_xray")
 
@@ -125,7 +125,13 @@ def make_config(size: int, target_epochs: int, target_lr: float) -> object:
 
 
 def labels_of(records: list, classes=CLASSES) -> np.ndarray:
+    """Returns: the class index of each record's label in ``classes``."""
     return np.array([classes.index(r.label) for r in records], np.int64)
+
+
+def source_task_records(records: list) -> list:
+    """DETL's source task: every NIH film and the other sets' normals (not ieee8023's two), as normal / disease."""
+    return source_records([r for r in records if r.source == "nih" or (r.label == "normal" and r.source != "ieee8023")])
 
 
 def train_seed(config, maps: np.ndarray, index: dict, train: list, val: list, seed: int,
@@ -144,16 +150,16 @@ def train_seed(config, maps: np.ndarray, index: dict, train: list, val: list, se
         The target network (eval mode) and a dict with the histories, temperature,
         COVID-19 threshold and validation figures.
     """
-    rows = lambda rs: np.array([index[r.path] for r in rs])  # noqa: E731
+    def rows(records: list) -> np.ndarray:
+        return np.array([index[r.path] for r in records])
+
     # source stage: NIH (pneumonia -> disease, no finding -> normal) and the other adult normals
     src_cfg = source_config(config)
-    src_of = lambda rs: [r for r in rs if r.source == "nih" or (r.label == "normal" and r.source != "ieee8023")]  # noqa: E731
-    src_train, src_val = src_of(train), src_of(val)
+    src_train, src_val = source_task_records(train), source_task_records(val)
     src_net = build_detl(src_cfg)
-    src_y = lambda rs: np.array([SOURCE_CLASSES.index("normal" if r.label == "normal" else "disease") for r in rs])  # noqa: E731
     t0 = time.time()
-    src_history = fit_tail(Tail(src_net, CUT), src_cfg, maps[rows(src_train)], src_y(src_train),
-                           maps[rows(src_val)], src_y(src_val), seed=seed)
+    src_history = fit_tail(Tail(src_net, CUT), src_cfg, maps[rows(src_train)], labels_of(src_train, SOURCE_CLASSES),
+                           maps[rows(src_val)], labels_of(src_val, SOURCE_CLASSES), seed=seed)
     src_seconds = time.time() - t0
     src_card = make_card(src_cfg, f"xray-detl-source-seed{seed}",
                          training={"seed": seed, "history": src_history, "seconds": round(src_seconds, 1),
@@ -313,7 +319,9 @@ def main() -> None:
     maps = np.asarray(cache_block_inputs(everything, config, imagenet, CUT, cache / f"block{CUT}-{args.size}.npy"))
     cache_seconds = time.time() - t0
     index = {r.path: i for i, r in enumerate(everything)}
-    rows = lambda rs: np.array([index[r.path] for r in rs])  # noqa: E731
+
+    def rows(records: list) -> np.ndarray:
+        return np.array([index[r.path] for r in records])
     log.info("feature cache ready (%.0f s): %s", cache_seconds, maps.shape)
 
     runs = {}
@@ -381,10 +389,9 @@ def main() -> None:
     if not args.no_checks:
         shortcuts["leave_one_source_out"] = {}
         for held in COVID_SOURCES:
-            keep = lambda rs: [r for r in rs if r.source != held]  # noqa: E731
             held_records = [r for r in adults if r.source == held]
-            h_net, h_info = train_seed(config, maps, index, keep(parts["train"]), keep(parts["val"]), chosen,
-                                                 out / f"loso-{held}")
+            h_net, h_info = train_seed(config, maps, index, [r for r in parts["train"] if r.source != held],
+                                       [r for r in parts["val"] if r.source != held], chosen, out / f"loso-{held}")
             h_logits, _ = tail_outputs(Tail(h_net, CUT), maps[rows(held_records)])
             h_probs = class_probabilities(h_logits, h_info["temperature"])
             h_y = labels_of(held_records)

@@ -11,6 +11,7 @@ from chestdx.io.datasets import CaseRecord
 from chestdx.models.recipes.detl import build_detl, detl_config
 from chestdx.train.cached import Tail, cache_block_inputs, fit_tail, frozen_part, tail_outputs
 from chestdx.train.data import build_samples, to_model_input
+from chestdx.train.loop import make_optimizer
 
 
 def _films(folder, n: int, seed: int = 0) -> list[CaseRecord]:
@@ -73,3 +74,15 @@ def test_cache_is_reused_and_a_tail_learns(tmp_path):
     assert round(auc_score(y[32:], logits[:, 1] - logits[:, 0]), 4) == max(h["val_auc"] for h in history)  # best kept
     # the frozen part is untouched by training the tail
     assert all(torch.equal(before[k], v) for k, v in net.blocks[3].state_dict().items())
+
+
+def test_short_stages_get_a_schedule():
+    """OneCycleLR fails when warm-up fraction x steps is 1 (e.g. 10 steps at 0.1): every short stage must run."""
+    for steps in range(1, 30):
+        param = torch.nn.Parameter(torch.zeros(1))
+        opt, sched = make_optimizer([param], {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0,
+                                              "warmup_frac": 0.1}, steps)
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+        assert 0 < opt.param_groups[0]["lr"] <= 0.1

@@ -137,8 +137,11 @@ def make_optimizer(params: list, stage: dict, steps: int):
     else:
         opt_cls = torch.optim.Adam if stage["optimizer"] == "adam" else torch.optim.AdamW
         opt = opt_cls(params, lr=stage["lr"], weight_decay=stage["weight_decay"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=stage["lr"], total_steps=max(steps, 1),
-                                                pct_start=stage["warmup_frac"], anneal_strategy="cos")
+    # OneCycleLR divides by (warm-up steps - 1): short stages (tiny data) get at least 2 warm-up steps
+    total = max(steps, 4)
+    warmup = min(max(stage["warmup_frac"], 2 / total), 0.5)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=stage["lr"], total_steps=total, pct_start=warmup,
+                                                anneal_strategy="cos")
     return opt, sched
 
 
