@@ -360,7 +360,7 @@ def cmd_recipes(args: argparse.Namespace) -> None:
 
 def _headline(card) -> str:
     """The card's headline figure: test AUC with its CI, else cross-validated AUC, else validation AUC."""
-    test = card.metric("test", "auc")
+    test = card.headline_auc("test")
     if test is not None and test.ci_low is not None:
         split = card.metrics["test"]
         return (f"test AUC {test.value:.3f} (95% CI {test.ci_low:.3f}-{test.ci_high:.3f}), "
@@ -370,7 +370,7 @@ def _headline(card) -> str:
         auc = cv.details["mean_sd"]["auc"]
         return (f"AUC {auc['mean']:.3f} ± {auc['sd']:.3f} over {cv.details.get('folds')} patient-grouped "
                 f"cross-validation folds, level {cv.level or 'not recorded'}")
-    val = card.metric("val", "auc")
+    val = card.headline_auc("val")
     if val is None or val.value is None:
         return "none recorded"
     return f"validation AUC {val.value:.3f}, level {card.metrics['val'].level or 'not recorded'}"

@@ -100,8 +100,8 @@ def test_fingerprint_warns_about_a_study_outside_the_training_data(study_dir):
     import dataclasses
 
     model = load_model("ct-default")
-    outside = dataclasses.replace(model, card=dataclasses.replace(model.card, fingerprint={"kinds": ["xray"],
-                                                                                           "intensity": ["8bit"]}))
+    outside = dataclasses.replace(model, card=dataclasses.replace(model.card, fingerprint={"study_kinds": ["xray"],
+                                                                                           "intensities": ["8bit"]}))
     d = diagnose(load_study(study_dir, progress=False), outside)
     assert any("trained on xray only" in w for w in d.warnings)
     assert any("trained on 8bit images" in w for w in d.warnings)

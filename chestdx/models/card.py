@@ -30,8 +30,8 @@ INTENDED_USE = "Research only. Not a medical device; not for clinical diagnosis 
 _SPLIT_FIELDS = ("level", "n")
 # What a split's metric entries may be called (``"<name>[<class>]"`` for one class's figure);
 # anything else in a split (fold tables, thresholds, notes) is kept as a detail.
-METRIC_NAMES = frozenset({"auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1", "kappa",
-                          "ece", "brier"})
+METRIC_NAMES = frozenset({"auc", "macro_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1",
+                          "kappa", "ece", "brier"})
 
 
 def _number(value, what: str) -> float | None:
@@ -108,12 +108,15 @@ class MetricSet:
         for key, entry in raw.items():
             if key in _SPLIT_FIELDS:
                 continue
-            if key.split("[")[0] in METRIC_NAMES:
+            aggregate = isinstance(entry, dict) and "value" not in entry and "mean" in entry  # mean ± sd over runs
+            if key.split("[")[0] in METRIC_NAMES and not aggregate:
                 values[key] = Metric.parse(entry, f"{what}.{key}")
             else:
                 details[key] = entry
         n = raw.get("n")
-        return cls(level=raw.get("level"), n=None if n is None else int(n), values=values, details=details)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+            details["n"], n = n, None  # counts per class or source: a detail, not the number of cases
+        return cls(level=raw.get("level"), n=n, values=values, details=details)
 
     def get(self, name: str) -> Metric | None:
         """Args: name: metric name. Returns: the metric, or None when not recorded."""
@@ -122,8 +125,10 @@ class MetricSet:
     def to_dict(self) -> dict:
         """Returns: the JSON form: ``level``, ``n``, each metric's dict, then the details."""
         out = {k: getattr(self, k) for k in _SPLIT_FIELDS if getattr(self, k) is not None}
+        if "n" in self.details:
+            out["n"] = self.details["n"]
         out.update({k: m.to_dict() for k, m in self.values.items()})
-        out.update(self.details)
+        out.update({k: v for k, v in self.details.items() if k != "n"})
         return out
 
 
@@ -179,10 +184,22 @@ class ModelCard:
         """Args: split: e.g. ``"val"``; name: e.g. ``"auc"``. Returns: that metric, or None when not recorded."""
         return self.metrics[split].get(name) if split in self.metrics else None
 
+    def headline_auc(self, split: str) -> Metric | None:
+        """Args: split: e.g. ``"test"``. Returns: its AUC (macro AUC for more than two classes), with a CI when one was recorded.
+
+        A CI recorded apart (``"<split>_ci"``, as multi-seed cards keep it) is preferred.
+        """
+        for where in (f"{split}_ci", split):
+            for name in ("auc", "macro_auc"):
+                m = self.metric(where, name)
+                if m is not None and m.value is not None and (m.ci_low is not None or where == split):
+                    return m
+        return None
+
     def summary(self) -> dict:
         """Returns: what a prediction reports about its model: name, recipe, classes, data, val/test AUC, use."""
         def value(split):
-            m = self.metric(split, "auc")
+            m = self.headline_auc(split)
             return None if m is None else m.value
 
         return {"name": self.name, "recipe": self.recipe.name, "classes": list(self.classes),

@@ -25,7 +25,7 @@ def prediction_record(diagnosis: Diagnosis, top_k: int = 5) -> dict:
     model, prepared = diagnosis.model, diagnosis.prepared
     card = model.card
     summary = card.summary()
-    val_auc = card.metric("val", "auc")
+    val_auc = card.headline_auc("val")
     if val_auc is not None and val_auc.ci_low is not None:
         summary["val_auc_ci"] = [round(val_auc.ci_low, 4), round(val_auc.ci_high, 4)]
     timing = {k: round(v, 3) for k, v in diagnosis.timing.items()}

@@ -96,8 +96,9 @@ class Diagnosis:
 def fingerprint_warnings(study: Study, model: LoadedModel) -> list[str]:
     """What about a study lies outside the data its model was trained on (the card's fingerprint).
 
-    The fingerprint may list ``kinds`` (``"ct-volume"``, ``"ct-slice"``, ``"xray"``),
-    ``intensity`` (``"hu"``, ``"8bit"``) and ``pixel_spacing_mm`` ``[low, high]``.
+    The fingerprint may list ``study_kinds`` (``"ct-volume"``, ``"ct-slice"``, ``"xray"``),
+    ``intensities`` (``"hu"``, ``"8bit"``) and ``pixel_spacing_mm`` ``[low, high]``; its other
+    entries describe the data for people.
 
     Args:
         study: the study.
@@ -108,11 +109,11 @@ def fingerprint_warnings(study: Study, model: LoadedModel) -> list[str]:
     """
     fp = model.card.fingerprint or {}
     out = []
-    kinds = fp.get("kinds")
+    kinds = fp.get("study_kinds")
     if kinds and study.kind not in kinds:
         out.append(f"this is a {study.kind} study but {model.name} was trained on {', '.join(kinds)} only: "
                    "its output is not meaningful here")
-    intensity = fp.get("intensity")
+    intensity = fp.get("intensities")
     if intensity and study.intensity not in intensity:
         out.append(f"this study is {study.intensity} but {model.name} was trained on {', '.join(intensity)} images")
     spacing = fp.get("pixel_spacing_mm")
