@@ -1,16 +1,35 @@
 """Dataset adapters: list the studies of a public dataset layout as ``CaseRecord`` rows.
 
 Each adapter returns one record per study (a scan folder, a NIfTI file, an image) with
-its label and patient id, sorted by path. Where a dataset gives no patient id, the
-fallback id is ``"img:"`` + the image's path relative to the dataset root without its
-suffix, so each such image is its own group when splitting (the UCSD adapter groups the
-``N%k`` sub-images of one source figure together).
+its label, patient id and ``source`` (the set's short name), sorted by path. Where a
+dataset gives no patient id, the fallback id is ``"img:"`` + the image's path relative to
+the dataset root without its suffix, so each such image is its own group when splitting
+(the UCSD adapter groups the ``N%k`` sub-images of one source figure together; the Soares
+adapter groups look-alike neighbouring slices, ids ``"soares-group:..."``).
 
-Labels used: ``"covid"``, ``"pneumonia"`` (non-COVID pneumonia of a CT dataset),
-``"other-pneumonia"`` (ieee8023 X-ray), ``"non-covid"`` (UCSD), ``"normal"``,
-``"disease"`` (NIH ChestX-ray14: any finding); ``csv_list`` keeps the CSV's own labels.
+Labels of the older adapters (kept; ``chestdx.io.labels`` maps them onto the shared
+space): ``"covid"``, ``"pneumonia"`` (non-COVID pneumonia of a CT dataset),
+``"other-pneumonia"`` (ieee8023 X-ray), ``"non-covid"`` (UCSD), ``"normal"``, ``"disease"``
+(NIH ChestX-ray14: any finding); ``csv_list`` keeps the CSV's own labels.
+
+The newer adapters emit the shared labels ``normal``, ``other-pneumonia``, ``covid-19``,
+``other-disease`` directly (source in brackets; ``group`` keeps the set's own sub-class):
+
+============================  ==================================================================
+adapter (source)              set's class -> shared label
+============================  ==================================================================
+``soares`` (soares)           COVID -> covid-19; non-COVID -> other-disease (other findings *or*
+                              normal lungs: usable for COVID-19 vs rest only; group "non-COVID")
+``mosmed-slices`` (mosmed)    CT-0 -> normal; CT-1, CT-2plus -> covid-19 (group = folder)
+``cc-ccii`` (cc-ccii)         Normal -> normal, CP -> pneumonia, NCP -> covid (old labels; also
+                              reads ``ct-cc-ccii-normal``)
+``covid19-radiography``       COVID -> covid-19; Normal -> normal; Viral Pneumonia ->
+(covid19-radiography)         other-pneumonia; Lung_Opacity -> other-disease
+``nih-pneumonia`` (nih)       Pneumonia -> other-pneumonia; No_findings -> normal
+``kermany`` (kermany)         Normal -> normal; BacterialPneumonia, ViralPneumonia ->
+                              other-pneumonia (group "bacterial" / "viral"); children
+============================  ==================================================================
 """
-
 from __future__ import annotations
 
 import csv
@@ -23,6 +42,7 @@ from pathlib import Path
 from chestdx.errors import ChestDxError
 from chestdx.io.images import IMAGE_SUFFIXES, natural_parts
 from chestdx.io.load import DICOM_SUFFIXES
+from chestdx.io.lookalike import ordered_lookalike_groups
 from chestdx.io.nifti import is_nifti
 
 log = logging.getLogger(__name__)
@@ -40,6 +60,8 @@ class CaseRecord:
         patient_id: never empty; a dataset's own id, or an ``"img:..."`` fallback.
         group: extra grouping (e.g. MosMedData severity ``"CT-2"``), or None.
         split: the dataset's official split (``"train"``, ``"val"``, ``"test"``), or None.
+        source: the set it comes from (``"soares"``, ``"mosmed"``, ``"nih"``, ...), used to
+            stratify splits and to report per source; None where unknown.
     """
 
     path: Path
@@ -47,6 +69,7 @@ class CaseRecord:
     patient_id: str
     group: str | None = None
     split: str | None = None
+    source: str | None = None
 
 
 def fallback_patient_id(path: Path, root: Path) -> str:
@@ -84,14 +107,14 @@ def folder_per_class(root) -> list[CaseRecord]:
 
     Returns:
         Records labelled with the class folder's name; patient id = the fallback id
-        (each study its own patient).
+        (each study its own patient); source = the root folder's name.
     """
     root = _require_dir(root, "folder-per-class")
     records = []
     for class_dir in _subdirs(root):
         for entry in sorted(class_dir.iterdir(), key=_by_name):
             if (entry.is_dir() and not entry.name.startswith(".")) or _is_study_file(entry):
-                records.append(CaseRecord(entry, class_dir.name, fallback_patient_id(entry, root)))
+                records.append(CaseRecord(entry, class_dir.name, fallback_patient_id(entry, root), source=root.name))
     return records
 
 
@@ -147,7 +170,7 @@ def ucsd_covid_ct(root) -> list[CaseRecord]:
             patient = patients.get(path.name) or patients.get(path.stem)
             if not patient:
                 patient = "img:" + folder + "/" + path.stem.split("%")[0]
-            records.append(CaseRecord(path, label, patient, split=splits.get((folder, path.name))))
+            records.append(CaseRecord(path, label, patient, split=splits.get((folder, path.name)), source="ucsd"))
     missing = sorted(set(splits) - seen)
     if missing:
         raise ChestDxError(f"{len(missing)} file(s) named in {root / 'splits'} are not in images/ (e.g. "
@@ -176,7 +199,7 @@ def cc_ccii(root) -> list[CaseRecord]:
             continue
         for patient_dir in _subdirs(class_dir):
             for scan_dir in _subdirs(patient_dir):
-                records.append(CaseRecord(scan_dir, label, f"{class_dir.name}/{patient_dir.name}"))
+                records.append(CaseRecord(scan_dir, label, f"{class_dir.name}/{patient_dir.name}", source="cc-ccii"))
     return records
 
 
@@ -202,7 +225,8 @@ def mosmeddata(root) -> list[CaseRecord]:
         for path in sorted(folder.iterdir(), key=_by_name):
             if is_nifti(path):
                 stem = re.sub(r"\.nii(\.gz)?$", "", path.name, flags=re.IGNORECASE)
-                records.append(CaseRecord(path, "normal" if k == 0 else "covid", f"mosmed:{stem}", group=f"CT-{k}"))
+                records.append(CaseRecord(path, "normal" if k == 0 else "covid", f"mosmed:{stem}", group=f"CT-{k}",
+                                          source="mosmed"))
     return records
 
 
@@ -223,7 +247,7 @@ def covid_ct_md(root) -> list[CaseRecord]:
     for folder, label in COVID_CT_MD_LABELS.items():
         class_dir = root / folder
         if class_dir.is_dir():
-            records.extend(CaseRecord(p, label, f"{folder}/{p.name}") for p in _subdirs(class_dir))
+            records.extend(CaseRecord(p, label, f"{folder}/{p.name}", source="covid-ct-md") for p in _subdirs(class_dir))
     return records
 
 
@@ -275,7 +299,8 @@ def ieee8023_xray(root) -> list[CaseRecord]:
                 missing.append(path.name)
                 continue
             patient = (row.get("patient_id") or row.get("patientid") or "").strip()
-            records.append(CaseRecord(path, label, f"ieee8023:{patient}" if patient else fallback_patient_id(path, root)))
+            records.append(CaseRecord(path, label, f"ieee8023:{patient}" if patient else fallback_patient_id(path, root),
+                                      source="ieee8023"))
     if missing:
         log.warning("ieee8023: %d image(s) listed in metadata.csv are missing (e.g. %s)", len(missing), missing[0])
     return sorted(records, key=lambda r: r.path)
@@ -298,7 +323,7 @@ def sirm_volumes(root) -> list[CaseRecord]:
     for folder in _subdirs(root):
         case = re.match(r"radiopaedia_org_.*?-(\d+)_\d+_\d+-dcm$", folder.name)
         patient = f"radiopaedia:{case.group(1)}" if case else folder.name
-        records.append(CaseRecord(folder, "covid", patient))
+        records.append(CaseRecord(folder, "covid", patient, source="sirm"))
     return records
 
 
@@ -316,7 +341,8 @@ def dre_net_demo(root) -> list[CaseRecord]:
     for folder in _subdirs(root):
         match = re.match(r"(person\d+)_(non-)?COVID-?19$", folder.name, flags=re.IGNORECASE)
         if match:
-            records.append(CaseRecord(folder, "pneumonia" if match.group(2) else "covid", match.group(1)))
+            records.append(CaseRecord(folder, "pneumonia" if match.group(2) else "covid", match.group(1),
+                                      source="dre-net"))
     return records
 
 
@@ -327,8 +353,10 @@ def _nih_entry_file(root: Path) -> Path:
     """Returns: the ``Data_Entry_2017*.csv`` of an NIH ChestX-ray14 copy."""
     found = sorted(root.glob("Data_Entry_2017*.csv"))
     if not found:
-        raise ChestDxError(f"{root} holds no Data_Entry_2017.csv: give the NIH ChestX-ray14 folder that holds it "
-                           "and the images*/ folders")
+        hint = (" (it holds metadata.csv: for the pneumonia subset use nih-pneumonia:PATH)"
+                if (root / "metadata.csv").is_file() else "")
+        raise ChestDxError(f"{root} holds no Data_Entry_2017.csv{hint}: give the NIH ChestX-ray14 folder that holds "
+                           "it and the images*/ folders")
     return found[0]
 
 
@@ -363,15 +391,171 @@ def nih_chestxray14(root) -> list[CaseRecord]:
             continue
         findings = row["Finding Labels"].strip()
         label = "normal" if findings.lower() == "no finding" else "disease"
-        records.append(CaseRecord(files[name], label, f"nih:{row['Patient ID'].strip()}", group=findings))
+        records.append(CaseRecord(files[name], label, f"nih:{row['Patient ID'].strip()}", group=findings, source="nih"))
     if missing:
         log.warning("NIH ChestX-ray14: %d frontal image(s) listed in %s are missing (e.g. %s)",
                     len(missing), entries.name, missing[0])
     return sorted(records, key=lambda r: r.path)
 
 
+NIH_PNEUMONIA_LABELS = {"Pneumonia": "other-pneumonia", "No_findings": "normal"}
+
+
+def nih_pneumonia(root) -> list[CaseRecord]:
+    """NIH ChestX-ray14 pneumonia subset: ``metadata.csv`` (path, label, patient_id) and the class folders.
+
+    ``Pneumonia`` -> other-pneumonia, ``No_findings`` -> normal (labels text-mined from
+    reports by NIH: noisy). The same patient can have films in both classes.
+
+    Args:
+        root: the folder holding ``metadata.csv``.
+
+    Returns:
+        One record per listed image; patient id ``nih:<patient number>``; source ``"nih"``.
+    """
+    root = _require_dir(root, "NIH pneumonia subset")
+    meta = root / "metadata.csv"
+    if not meta.is_file():
+        raise ChestDxError(f"{meta} not found: give the folder holding metadata.csv (path,label,patient_id) "
+                           "and the Pneumonia/ and No_findings/ folders")
+    records = []
+    for record in csv_list(meta):
+        label = NIH_PNEUMONIA_LABELS.get(record.label)
+        if label is None:
+            raise ChestDxError(f"{meta}: label {record.label!r} of {record.path.name} is not one of "
+                               f"{', '.join(NIH_PNEUMONIA_LABELS)}")
+        patient = record.patient_id.lstrip("0") or "0"
+        records.append(CaseRecord(record.path, label, f"nih:{patient}", source="nih"))
+    return sorted(records, key=lambda r: r.path)
+
+
+
+def _class_folder_images(root: Path, labels: dict[str, tuple[str, str | None]], what: str) -> list[tuple[Path, str, str | None]]:
+    """``(image, label, group)`` for each image of the class folders named in ``labels`` (folder -> (label, group)).
+
+    A class folder with an ``images/`` sub-folder (the Kaggle releases) is read from there.
+    """
+    found = [d for d in _subdirs(root) if d.name in labels]
+    if not found:
+        raise ChestDxError(f"{root} has none of the class folders {', '.join(labels)}: give the root folder of "
+                           f"the {what} dataset")
+    for extra in sorted({d.name for d in _subdirs(root)} - set(labels)):
+        log.warning("%s: skipped folder %s (classes are %s)", what, extra, ", ".join(labels))
+    out = []
+    for class_dir in found:
+        label, group = labels[class_dir.name]
+        folder = class_dir / "images" if (class_dir / "images").is_dir() else class_dir
+        out.extend((p, label, group) for p in sorted(folder.iterdir(), key=_by_name)
+                   if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    return out
+
+
+SOARES_LABELS = {"COVID": ("covid-19", None), "non-COVID": ("other-disease", "non-COVID")}
+SOARES_SLICES_PER_GROUP = 20
+
+
+def soares_ct(root) -> list[CaseRecord]:
+    """SARS-CoV-2 CT-scan dataset (Soares et al. 2020): ``COVID/`` and ``non-COVID/`` slices of one hospital.
+
+    ``non-COVID`` holds other lung findings or normal lungs; it is labelled ``other-disease``
+    (group ``"non-COVID"``) and fits a COVID-19 vs rest task, not a normal class.
+
+    The release has no patient ids. The file order follows the scans (neighbouring files
+    are neighbouring slices: median 16x16-thumbnail correlation 0.93 against 0.57 for random
+    pairs), so each class folder is grouped by ``ordered_lookalike_groups``: cut into runs
+    of about 20 slices at the least similar neighbours, runs holding near-copies
+    (correlation >= 0.97) joined. That gives about 50 groups per class (the release
+    describes about 60 patients per class). The id is ``soares-group:<folder>/<k>``: a
+    look-alike group, not a patient; a group split still cannot rule out one patient in two
+    groups.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        Records labelled ``"covid-19"`` / ``"other-disease"``; source ``"soares"``.
+    """
+    root = _require_dir(root, "SARS-CoV-2 CT-scan (Soares)")
+    images = _class_folder_images(root, SOARES_LABELS, "SARS-CoV-2 CT-scan (Soares)")
+    records = []
+    for folder in sorted({p.parent for p, _, _ in images}):
+        in_folder = [item for item in images if item[0].parent == folder]
+        groups = ordered_lookalike_groups([p for p, _, _ in in_folder], SOARES_SLICES_PER_GROUP)
+        name = folder.relative_to(root).as_posix()
+        records.extend(CaseRecord(p, label, f"soares-group:{name}/{g:02d}", group=group, source="soares")
+                       for (p, label, group), g in zip(in_folder, groups))
+    return records
+
+
+MOSMED_SLICE_LABELS = {"CT-0": ("normal", "CT-0"), "CT-1": ("covid-19", "CT-1"), "CT-2plus": ("covid-19", "CT-2plus")}
+
+
+def mosmed_slices(root) -> list[CaseRecord]:
+    """MosMedData slices: ``CT-0/`` (normal), ``CT-1/`` and ``CT-2plus/`` (COVID-19, severity in ``group``).
+
+    The study ids are unknown and the file order carries none (neighbouring files are no
+    more alike than random pairs), so each slice gets the fallback id (its own group).
+    CT-0 holds one slice per study; CT-1 / CT-2plus may hold several slices of one study.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        Records labelled ``"normal"`` / ``"covid-19"``; source ``"mosmed"``.
+    """
+    root = _require_dir(root, "MosMedData slices")
+    return [CaseRecord(p, label, fallback_patient_id(p, root), group=group, source="mosmed")
+            for p, label, group in _class_folder_images(root, MOSMED_SLICE_LABELS, "MosMedData slices")]
+
+
+COVID19_RADIOGRAPHY_LABELS = {"COVID": ("covid-19", None), "Normal": ("normal", None),
+                              "Viral Pneumonia": ("other-pneumonia", "viral"),
+                              "Lung_Opacity": ("other-disease", "lung opacity")}
+
+
+def covid19_radiography(root) -> list[CaseRecord]:
+    """COVID-19 Radiography Database: class folders ``COVID/``, ``Normal/`` (and in the full release ``Viral Pneumonia/``, ``Lung_Opacity/``).
+
+    No patient ids: fallback id per film. The COVID-19 films come from several public
+    collections and the normals from RSNA (source differs by class); some COVID-19 films
+    are ieee8023 films again (see ``chestdx.io.lookalike.drop_cross_set_duplicates``).
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        Records labelled ``"covid-19"`` / ``"normal"`` (``"other-pneumonia"``, ``"other-disease"``);
+        source ``"covid19-radiography"``.
+    """
+    root = _require_dir(root, "COVID-19 Radiography Database")
+    return [CaseRecord(p, label, fallback_patient_id(p, root), group=group, source="covid19-radiography")
+            for p, label, group in _class_folder_images(root, COVID19_RADIOGRAPHY_LABELS,
+                                                        "COVID-19 Radiography Database")]
+
+
+KERMANY_LABELS = {"Normal": ("normal", None), "BacterialPneumonia": ("other-pneumonia", "bacterial"),
+                  "ViralPneumonia": ("other-pneumonia", "viral")}
+
+
+def kermany_pediatric(root) -> list[CaseRecord]:
+    """Kermany paediatric chest X-rays: ``Normal/``, ``BacterialPneumonia/``, ``ViralPneumonia/`` (children 1-5 years).
+
+    Both pneumonia folders -> other-pneumonia, the sub-type in ``group``. No patient ids:
+    fallback id per film. Children only: keep it a separate domain (report it apart).
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        Records labelled ``"normal"`` / ``"other-pneumonia"``; source ``"kermany"``.
+    """
+    root = _require_dir(root, "Kermany paediatric X-ray")
+    return [CaseRecord(p, label, fallback_patient_id(p, root), group=group, source="kermany")
+            for p, label, group in _class_folder_images(root, KERMANY_LABELS, "Kermany paediatric X-ray")]
+
+
 def csv_list(path) -> list[CaseRecord]:
-    """A CSV file listing studies: columns ``path``, ``label``, ``patient_id`` (optional ``split``).
+    """A CSV file listing studies: columns ``path``, ``label``, ``patient_id`` (optional ``split``, ``source``).
 
     Paths are relative to the CSV's folder (absolute paths are kept). An empty patient
     id gets the fallback id (each study its own patient).
@@ -405,7 +589,7 @@ def csv_list(path) -> list[CaseRecord]:
         if split is not None and split not in SPLITS:
             raise ChestDxError(f"{path} line {line}: split {split!r} should be one of {', '.join(SPLITS)} or empty")
         patient = row.get("patient_id") or "img:" + Path(row["path"]).with_suffix("").as_posix()
-        records.append(CaseRecord(study, row["label"], patient, split=split))
+        records.append(CaseRecord(study, row["label"], patient, split=split, source=row.get("source") or None))
     if missing:
         raise ChestDxError(f"{len(missing)} path(s) in {path} do not exist (e.g. {missing[0]}): paths are relative "
                            "to the CSV's folder; fix them or remove those rows")
@@ -422,6 +606,11 @@ ADAPTERS: dict[str, Callable[[Path], list[CaseRecord]]] = {
     "sirm": sirm_volumes,
     "dre-net-demo": dre_net_demo,
     "nih": nih_chestxray14,
+    "nih-pneumonia": nih_pneumonia,
+    "soares": soares_ct,
+    "mosmed-slices": mosmed_slices,
+    "covid19-radiography": covid19_radiography,
+    "kermany": kermany_pediatric,
     "csv": csv_list,
 }
 

@@ -1,4 +1,4 @@
-"""Patient-grouped, class-stratified splits: no patient ever on two sides.
+"""Patient-grouped splits stratified by class (or by source and class): no patient ever on two sides.
 
 Records need ``label`` and ``patient_id`` (``CaseRecord``). Records with a fallback id
 (``"img:..."``: no patient id in the data) are each their own group, or share one with
@@ -30,18 +30,29 @@ def _patients(records: Sequence[CaseRecord]) -> dict[str, list[int]]:
     return groups
 
 
-def patient_split(records: Sequence[CaseRecord], fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                  seed: int = 0) -> dict[str, list[CaseRecord]]:
-    """Split into train / val / test by patient, stratified by class.
+def _label(record: CaseRecord) -> str:
+    return record.label
 
-    Each patient goes whole to one side. Patients are taken per class (a patient's class
-    is the most common label of its records) in a seeded random order, largest first,
-    each to the side furthest below its share of that class's records.
+
+def _source_and_label(record: CaseRecord) -> str:
+    return f"{record.source}/{record.label}"
+
+
+def patient_split(records: Sequence[CaseRecord], fractions: Sequence[float] = (0.7, 0.15, 0.15),
+                  seed: int = 0, by_source: bool = False) -> dict[str, list[CaseRecord]]:
+    """Split into train / val / test by patient, stratified by class (and source).
+
+    Each patient goes whole to one side. Patients are taken per stratum (a patient's
+    stratum is the most common class, or source and class, of its records) in a seeded
+    random order, largest first, each to the side furthest below its share of that
+    stratum's records.
 
     Args:
         records: the records.
         fractions: shares of train, val and test (summing to 1).
         seed: random seed.
+        by_source: stratify by ``(source, label)`` rather than by label, so that each
+            source keeps its class mix on every side (pooled sets of several sources).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each in the input order.
@@ -51,13 +62,14 @@ def patient_split(records: Sequence[CaseRecord], fractions: Sequence[float] = (0
         raise ChestDxError(f"split fractions {fractions.tolist()} must be three non-negative numbers summing to 1")
     rng = np.random.default_rng(seed)
     groups = _patients(records)
-    by_class: dict[str, list[str]] = defaultdict(list)
+    stratum_of = _source_and_label if by_source else _label
+    by_stratum: dict[str, list[str]] = defaultdict(list)
     for patient, indices in groups.items():
-        label = Counter(records[i].label for i in indices).most_common(1)[0][0]
-        by_class[label].append(patient)
+        stratum = Counter(stratum_of(records[i]) for i in indices).most_common(1)[0][0]
+        by_stratum[stratum].append(patient)
     side_of: dict[str, int] = {}
-    for label in sorted(by_class):
-        patients = [by_class[label][i] for i in rng.permutation(len(by_class[label]))]
+    for stratum in sorted(by_stratum):
+        patients = [by_stratum[stratum][i] for i in rng.permutation(len(by_stratum[stratum]))]
         patients.sort(key=lambda p: -len(groups[p]))
         target = fractions * sum(len(groups[p]) for p in patients)
         filled = np.zeros(3)

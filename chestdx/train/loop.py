@@ -120,6 +120,28 @@ def apply_freeze(net: torch.nn.Module, stage: dict) -> list[torch.nn.Parameter]:
     return [p for p in net.parameters() if p.requires_grad]
 
 
+def make_optimizer(params: list, stage: dict, steps: int):
+    """The stage's optimizer (``sgd`` with momentum, ``adam`` or ``adamw``) and its one-cycle schedule.
+
+    Args:
+        params: the trainable parameters.
+        stage: a stage from `stages_of` (``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``warmup_frac``).
+        steps: optimizer steps of the whole stage.
+
+    Returns:
+        ``(optimizer, scheduler)``; call ``scheduler.step()`` after every optimizer step.
+    """
+    if stage["optimizer"] == "sgd":
+        opt = torch.optim.SGD(params, lr=stage["lr"], momentum=stage.get("momentum", 0.9),
+                              weight_decay=stage["weight_decay"])
+    else:
+        opt_cls = torch.optim.Adam if stage["optimizer"] == "adam" else torch.optim.AdamW
+        opt = opt_cls(params, lr=stage["lr"], weight_decay=stage["weight_decay"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=stage["lr"], total_steps=max(steps, 1),
+                                                pct_start=stage["warmup_frac"], anneal_strategy="cos")
+    return opt, sched
+
+
 def hold_frozen_norms(net: torch.nn.Module) -> None:
     """Put batch-norm layers whose parameters are all frozen in eval mode.
 
@@ -295,15 +317,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
         params = apply_freeze(net, stage)
         n_epochs = epochs or stage["epochs"]
         bs = stage["batch_size"]
-        steps = n_epochs * math.ceil(len(tr) / bs)
-        if stage["optimizer"] == "sgd":
-            opt = torch.optim.SGD(params, lr=stage["lr"], momentum=stage.get("momentum", 0.9),
-                                  weight_decay=stage["weight_decay"])
-        else:
-            opt_cls = torch.optim.Adam if stage["optimizer"] == "adam" else torch.optim.AdamW
-            opt = opt_cls(params, lr=stage["lr"], weight_decay=stage["weight_decay"])
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=stage["lr"], total_steps=max(steps, 1),
-                                                    pct_start=stage["warmup_frac"], anneal_strategy="cos")
+        opt, sched = make_optimizer(params, stage, n_epochs * math.ceil(len(tr) / bs))
         augmenter = slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
         fn = getattr(net, stage["method"])
         teacher = None
