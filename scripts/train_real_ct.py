@@ -8,11 +8,13 @@ Steps (each cached under ``--out``, so a rerun skips what is done):
 2. ``features``: the frozen trunk of each candidate encoder (`ENCODERS`) turns every slice
    into 192x7x7 maps (`chestdx.train.cached.trunk_features`).
 3. ``train``: the head convolution and the classifier are trained on the maps of the train
-   split (`chestdx.train.cached.fit_tail`), one network per seed; the candidates (each seed
-   alone and their deep ensemble) are scored on val, and the best mean within-source val AUC
-   (Soares, MosMed, UCSD: the sources with both classes) is chosen. Only the chosen candidate
-   is then scored on the test splits (one read), per source with patient-bootstrap CIs, and
-   written as a checkpoint with its ONNX export and card (``OUT/chosen``).
+   split (`chestdx.train.cached.fit_tail`), one network per seed, each on its own weighted
+   draw of the training slices; the seeds are scored on val, and the best mean within-source
+   val AUC (Soares, MosMed, UCSD: the sources with both classes) is chosen. (No deep ensemble:
+   its members would share one frozen trunk and still cost three trunks at prediction.) Only
+   the chosen network is then scored on the test splits (one read), per source with
+   patient-bootstrap CIs, and written as a checkpoint with its ONNX export and card
+   (``OUT/chosen``). Seeds already trained in ``OUT`` are reused with ``--reuse``.
 
 Classes: COVID-19 vs non-COVID. Other pneumonia on CT is one CC-CCII patient and two DRE-Net
 persons: too few to train and validate a class on, so they stay the external check
@@ -27,7 +29,7 @@ real-volume check. CC-CCII common pneumonia and DRE-Net are never trained on.
 Usage:
     python scripts/train_real_ct.py prepare [--data ../shared/data] [--out runs/ct-real]
     python scripts/train_real_ct.py features --encoder moco
-    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 [--epochs 12]
+    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 [--epochs 5] [--reuse]
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from chestdx.io.datasets import (CaseRecord, cc_ccii, dre_net_demo, fallback_pat
                                  soares_ct, ucsd_covid_ct)
 from chestdx.io.images import IMAGE_SUFFIXES
 from chestdx.io.split import patient_split
-from chestdx.models.checkpoint import CARD_FILE, assemble_ensemble, export_onnx, make_card, save_checkpoint
+from chestdx.models.checkpoint import CARD_FILE, export_onnx, make_card, save_checkpoint
 from chestdx.models.recipes.ai_corona import EfficientNetClassifier
 from chestdx.models.registry import RecipeConfig, get_recipe
 from chestdx.preprocess.intensity import imagenet_normalise
@@ -154,7 +156,7 @@ def feature_source(out: Path, source: str, encoder: str) -> Path:
 
 CLASSES = ("non-covid", "covid")
 COVID_LABELS = ("covid", "covid-19")
-TRAIN = {"epochs": 12, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "optimizer": "adamw", "patience": 4,
+TRAIN = {"epochs": 5, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "optimizer": "adamw", "patience": 2,
          "label_smoothing": 0.1, "trainable": ["conv_head", "fc"]}
 SPLIT_FRACTIONS = {"sirm": (0.5, 0.15, 0.35)}
 WITHIN_SOURCE_VAL = ("soares", "mosmed", "ucsd")
@@ -322,34 +324,37 @@ def train_step(args) -> None:
     tr_rows, tr_y = np.concatenate(tr_rows), np.concatenate(tr_y)
     va = [r for s in trainable for r in parts[s]["val"]]
     va_rows, va_y, _ = table.select(va)
-    rng = np.random.default_rng(0)
-    draws = rng.choice(len(tr_rows), size=len(tr_rows), p=draw_weights(tr_src, tr_y))  # one resampled epoch
-    log.warning("train %d slices (%d drawn), val %d slices", len(tr_rows), len(draws), len(va_rows))
-    members, histories, folders = [], {}, []
+    log.warning("train %d slices, val %d slices", len(tr_rows), len(va_rows))
+    weights = draw_weights(tr_src, tr_y)
+    members, histories, folders, drawn_covid = [], {}, [], []
     for seed in args.seeds:
         folder = out / f"{args.encoder}-seed{seed}"
         net = encoder_net(args.encoder)
         tail = Tail(net, TAIL_BLOCK)
-        t0 = time.time()
-        histories[seed] = fit_tail(tail, config, table.maps[tr_rows[draws]], tr_y[draws], table.maps[va_rows], va_y,
-                                   seed=seed)
-        log.warning("seed %d: %s (%.0f s)", seed, histories[seed][-1], time.time() - t0)
-        card = make_card(config, f"ct-real-{args.encoder}-seed{seed}",
-                         training={"seed": seed, "seconds": round(time.time() - t0, 1), "history": histories[seed]})
-        save_checkpoint(net, card, folder)
-        members.append(tail)
+        draws = np.random.default_rng(seed).choice(len(tr_rows), size=len(tr_rows), p=weights)
+        drawn_covid.append(float(tr_y[draws].mean()))
+        if args.reuse and (folder / CARD_FILE).is_file():
+            card = json.loads((folder / CARD_FILE).read_text())
+            net.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+            histories[seed] = card["training"]["history"]
+        else:
+            t0 = time.time()
+            histories[seed] = fit_tail(tail, config, table.maps[tr_rows[draws]], tr_y[draws], table.maps[va_rows],
+                                       va_y, seed=seed)
+            log.warning("seed %d: %s (%.0f s)", seed, histories[seed][-1], time.time() - t0)
+            card = make_card(config, f"ct-real-{args.encoder}-seed{seed}",
+                             training={"seed": seed, "seconds": round(time.time() - t0, 1), "history": histories[seed]})
+            save_checkpoint(net, card, folder)
+        members.append(tail.eval())
         folders.append(folder)
-    candidates = {str(s): [m] for s, m in zip(args.seeds, members)}
-    if len(members) > 1:
-        candidates["+".join(map(str, args.seeds))] = members
     val_scores = {}
-    for key, cand in candidates.items():
-        per = score_sources(cand, table, {s: parts[s] for s in WITHIN_SOURCE_VAL}, "val", 1.0, 0.5, 200)
-        val_scores[key] = {s: round(per[s]["auc"]["value"], 4) for s in per}
-        val_scores[key]["mean"] = round(float(np.mean([per[s]["auc"]["value"] for s in per])), 4)
-        log.warning("candidate %s val %s", key, val_scores[key])
+    for seed, tail in zip(args.seeds, members):
+        per = score_sources([tail], table, {s: parts[s] for s in WITHIN_SOURCE_VAL}, "val", 1.0, 0.5, 200)
+        val_scores[str(seed)] = {s: round(per[s]["auc"]["value"], 4) for s in per}
+        val_scores[str(seed)]["mean"] = round(float(np.mean([per[s]["auc"]["value"] for s in per])), 4)
+        log.warning("seed %s val %s", seed, val_scores[str(seed)])
     best = max(val_scores, key=lambda k: val_scores[k]["mean"])
-    chosen = candidates[best]
+    chosen = [members[args.seeds.index(int(best))]]
     va_study_recs = table.present([r for s in trainable for r in parts[s]["val"]])
     rows, _, study = table.select(va_study_recs)
     logits = study_logits(chosen, table.maps[rows], study)
@@ -360,19 +365,16 @@ def train_step(args) -> None:
     metrics = {split: score_sources(chosen, table, parts, split, temperature, threshold, 2000)
                for split in ("val", "test")}
     target = out / "chosen"
-    if len(chosen) > 1:
-        assemble_ensemble([folders[args.seeds.index(int(s))] for s in best.split("+")], target)
-    else:
-        shutil.copytree(folders[args.seeds.index(int(best))], target, dirs_exist_ok=True)
+    shutil.copytree(folders[args.seeds.index(int(best))], target, dirs_exist_ok=True)
     held_out_volumes = sorted(Path(r.path).name for s in ("sirm", "cc-ccii-normal") for r in parts[s]["test"])
     card = json.loads((target / CARD_FILE).read_text())
     card.update(
         name="ct-real", temperature=round(float(temperature), 4), threshold=round(float(threshold), 4),
         training={**card.get("training", {}), "seconds": round(time.time() - t_start, 1),
-                  "prior_covid": round(float(tr_y[draws].mean()), 4),
+                  "prior_covid": round(drawn_covid[args.seeds.index(int(best))], 4),
                   "how": f"frozen {args.encoder} Lite0 trunk (stem and all 7 stages, maps cached once); head "
                          f"convolution + classifier trained on the cached maps (chestdx.train.cached.fit_tail), "
-                         f"(source, class) cells drawn 1/sqrt(n), seeds {args.seeds}",
+                         f"(source, class) cells drawn 1/sqrt(n); seeds {args.seeds}, best on val chosen",
                   "histories": {str(k): v for k, v in histories.items()},
                   "data": {"name": "real CT sources of ../shared/data (see fingerprint)",
                            "trained_on_volumes": sorted(Path(r.path).name for s in ("sirm", "cc-ccii-normal")
@@ -382,7 +384,7 @@ def train_step(args) -> None:
                                     "(SIRM 50/15/35), seed 0; CC-CCII CP and DRE-Net never trained on"},
                   "fingerprint": fingerprint(table, parts, data)},
         selection={"criterion": "mean of the val AUCs of soares, mosmed, ucsd (sources with both classes); "
-                                "candidates: each seed alone and their ensemble",
+                                "candidates: one network per seed",
                    "val": val_scores, "chosen": best},
         metrics=metrics)
     (target / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
@@ -404,6 +406,7 @@ def main() -> None:
     parser.add_argument("step", choices=["prepare", "features", "train"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=TRAIN["epochs"])
+    parser.add_argument("--reuse", action="store_true", help="take seeds already trained in --out")
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--out", default="runs/ct-real")
     parser.add_argument("--encoder", nargs="+", default=["moco"])
