@@ -366,7 +366,7 @@ def train_step(args) -> None:
                for split in ("val", "test")}
     target = out / "chosen"
     shutil.copytree(folders[args.seeds.index(int(best))], target, dirs_exist_ok=True)
-    held_out_volumes = sorted(Path(r.path).name for s in ("sirm", "cc-ccii-normal") for r in parts[s]["test"])
+    held_out_volumes = sorted(Path(r.path).name for r in parts["sirm"]["test"])
     card = json.loads((target / CARD_FILE).read_text())
     card.update(
         name="ct-real", temperature=round(float(temperature), 4), threshold=round(float(threshold), 4),
@@ -377,8 +377,7 @@ def train_step(args) -> None:
                          f"(source, class) cells drawn 1/sqrt(n); seeds {args.seeds}, best on val chosen",
                   "histories": {str(k): v for k, v in histories.items()},
                   "data": {"name": "real CT sources of ../shared/data (see fingerprint)",
-                           "trained_on_volumes": sorted(Path(r.path).name for s in ("sirm", "cc-ccii-normal")
-                                                        for r in parts[s]["train"]),
+                           "trained_on_volumes": sorted(Path(r.path).name for r in parts["sirm"]["train"]),
                            "held_out_volumes": held_out_volumes,
                            "split": "UCSD official; others patient_split 70/15/15 by patient/look-alike group "
                                     "(SIRM 50/15/35), seed 0; CC-CCII CP and DRE-Net never trained on"},
