@@ -377,7 +377,9 @@ def train_step(args) -> None:
                          f"(source, class) cells drawn 1/sqrt(n); seeds {args.seeds}, best on val chosen",
                   "histories": {str(k): v for k, v in histories.items()},
                   "data": {"name": "real CT sources of ../shared/data (see fingerprint)",
-                           "trained_on_volumes": sorted(Path(r.path).name for r in parts["sirm"]["train"]),
+                           # SIRM volumes of train and val: the real-volume check skips them
+                           "trained_on_volumes": sorted(Path(r.path).name for split in ("train", "val")
+                                                        for r in parts["sirm"][split]),
                            "held_out_volumes": held_out_volumes,
                            "split": "UCSD official; others patient_split 70/15/15 by patient/look-alike group "
                                     "(SIRM 50/15/35), seed 0; CC-CCII CP and DRE-Net never trained on"},
