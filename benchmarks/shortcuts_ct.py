@@ -16,9 +16,12 @@ Reads the slice cache of ``scripts/train_real_ct.py`` (``--run``) and its splits
    through the whole ``chestdx predict`` path; a model that reads only the lungs should answer
    the same for all of them (what it says on an image without lung), compared with the
    training prior.
+5. With ``--compare NAME``: another model (e.g. the previous ``ct-default``) through the same
+   predict path on the test splits of the sources with both classes and of the CC-CCII normals.
 
 Usage:
     python benchmarks/shortcuts_ct.py [--run runs/ct-real] [--model runs/ct-real/chosen] [--data ../shared/data]
+        [--compare ct-default] [--only compare]
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from train_real_ct import (  # noqa: E402  (the training script's data layout an
     split_sources,
 )
 
+from chestdx.errors import ChestDxError  # noqa: E402
 from chestdx.evaluate.metrics import auc_score, choose_operating_point  # noqa: E402
+from chestdx.evaluate.report import evaluate_predictions  # noqa: E402
 from chestdx.io import load_study  # noqa: E402
 from chestdx.io.study import Study  # noqa: E402
 from chestdx.models.checkpoint import load_model  # noqa: E402
@@ -168,7 +173,7 @@ def lungs_blanked(model, parts, per_source: int) -> None:
         recs = [recs[i] for i in np.linspace(0, len(recs) - 1, min(per_source, len(recs))).round().astype(int)]
         original, blanked = [], []
         for rec in recs:
-            study = load_study(rec.path, progress=False)
+            study = _load(rec)
             original.append(predict_study(study, model)["probabilities"]["covid"])
             pixels = np.where(study_lung_mask(study), 0.0, study.pixels)
             empty = Study(pixels, study.intensity, study.spacing, study.modality, study.kind, study.source)
@@ -179,6 +184,36 @@ def lungs_blanked(model, parts, per_source: int) -> None:
         print(f"\nTraining prior P(COVID-19) (share of drawn training slices): {prior:.3f}")
 
 
+def _load(rec):
+    """A record's study; single images are CT slices (the router is not under test here)."""
+    return load_study(rec.path, kind=None if Path(rec.path).is_dir() else "ct-slice", progress=False)
+
+
+def compare_model(name: str, parts, sources=("soares", "mosmed", "cc-ccii-normal")) -> None:
+    model = load_model(name)
+    print(f"\n## 5. {model.name} ({name}) on the same test splits, through the predict path "
+          f"(threshold {model.threshold:.3f})\n")
+    print("| source | studies (COVID-19) | AUC | sensitivity | specificity |")
+    print("|---|---|---|---|---|")
+    for source in sources:
+        recs = parts[source]["test"]
+        probs, kept = [], []
+        for rec in recs:
+            try:
+                study = _load(rec)
+            except ChestDxError:
+                continue
+            answer = predict_study(study, model)
+            probs.append([answer["probabilities"][c] for c in model.config.classes])
+            kept.append(rec)
+        y = np.array([int(r.label in COVID_LABELS) for r in kept])
+        res = evaluate_predictions(y, np.asarray(probs), list(model.config.classes), [r.patient_id for r in kept],
+                                   threshold=model.threshold, level="study", n_resamples=2000, seed=0)
+        m = res["metrics"]
+        print(f"| {source} | {len(kept)} ({int(y.sum())}) | {_cell(m.get('auc'))} | {_cell(m.get('sensitivity'))} | "
+              f"{_cell(m.get('specificity'))} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/ct-real")
@@ -186,17 +221,24 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--encoder", default="moco")
     parser.add_argument("--blanked-per-source", type=int, default=8)
+    parser.add_argument("--compare", help="also score this model (bundled name or folder) on the test splits")
+    parser.add_argument("--only", choices=["compare"], help="run only the comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    parts = split_sources(source_records(Path(args.data)), seed=0)
+    if args.only == "compare":
+        compare_model(args.compare, parts)
+        return
     model = load_model(args.model)
     table = SliceTable(Path(args.run), args.encoder)
-    parts = split_sources(source_records(Path(args.data)), seed=0)
     counts = Counter(r.label in COVID_LABELS for s in TRAINABLE for r in parts[s]["test"])
     print(f"model {model.name} ({args.model}); test studies: {counts[True]} COVID-19, {counts[False]} non-COVID")
     per_source_table(model, table, parts)
     source_classifier(model, table, parts)
     leave_one_source_out(table, parts, args.encoder)
     lungs_blanked(model, parts, args.blanked_per_source)
+    if args.compare:
+        compare_model(args.compare, parts)
 
 
 if __name__ == "__main__":
