@@ -159,6 +159,23 @@ COVID_LABELS = ("covid", "covid-19")
 TRAIN = {"epochs": 5, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "optimizer": "adamw", "patience": 2,
          "label_smoothing": 0.1, "trainable": ["conv_head", "fc"]}
 SPLIT_FRACTIONS = {"sirm": (0.5, 0.15, 0.35)}
+LIMITATIONS = [
+    "Binary COVID-19 vs non-COVID. Other pneumonia on CT is one CC-CCII patient and two DRE-Net persons in the "
+    "shared data: no class can be trained or validated on that, so they are only the external real-volume check; "
+    "the non-COVID training class is normal lungs (MosMed CT-0, CC-CCII normals) and Soares / UCSD non-COVID "
+    "slices (other findings or normal). Do not read P(COVID-19) as 'not other pneumonia'.",
+    "8-bit slices only (lung window renderings, JPEG/PNG); HU studies are windowed before the same steps, but no "
+    "HU volume was in training. Pixel spacing is unknown for every training image.",
+    "Every slice is reduced to its lungs (classical segmentation; black elsewhere; lung intensities stretched per "
+    "slice): a lesion the segmentation leaves out (dense consolidation at the chest wall) is not seen, and a "
+    "slice where the segmentation fails is judged on what it kept.",
+    "Sources differ in class mix (SIRM and MedSeg are all COVID-19, the CC-CCII normals all normal): see the "
+    "shortcut checks (benchmarks/shortcuts_ct.py) before trusting a per-source figure.",
+    "Soares has no patient ids: its split is by look-alike slice groups, which cannot rule out one patient on "
+    "both sides; MosMed slices are split each alone (study ids unknown).",
+    "Frozen encoder (ImageNet then MoCo v2 on unlabelled shared CT, which included the real-volume check's "
+    "CC-CCII and DRE-Net slices without labels); only the head convolution and classifier were trained.",
+]
 WITHIN_SOURCE_VAL = ("soares", "mosmed", "ucsd")
 """Sources with both classes in val: the selection score is the mean of their val AUCs."""
 
@@ -387,7 +404,7 @@ def train_step(args) -> None:
         selection={"criterion": "mean of the val AUCs of soares, mosmed, ucsd (sources with both classes); "
                                 "candidates: one network per seed",
                    "val": val_scores, "chosen": best},
-        metrics=metrics)
+        metrics=metrics, limitations=LIMITATIONS)
     (target / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     export_onnx(load_chosen(target), target, SPEC.size)
     print(json.dumps({"chosen": best, "val": val_scores[best], "test": {
