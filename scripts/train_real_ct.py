@@ -29,7 +29,9 @@ real-volume check. CC-CCII common pneumonia and DRE-Net are never trained on.
 Usage:
     python scripts/train_real_ct.py prepare [--data ../shared/data] [--out runs/ct-real]
     python scripts/train_real_ct.py features --encoder moco
-    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 [--epochs 5] [--reuse]
+    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs 5 --val-only   # settings compared on val
+    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs 15 --val-only
+    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs N --reuse      # the chosen: test read once
 """
 
 from __future__ import annotations
@@ -345,7 +347,7 @@ def train_step(args) -> None:
     weights = draw_weights(tr_src, tr_y)
     members, histories, folders, drawn_covid = [], {}, [], []
     for seed in args.seeds:
-        folder = out / f"{args.encoder}-seed{seed}"
+        folder = out / f"{args.encoder}-e{args.epochs}-seed{seed}"
         net = encoder_net(args.encoder)
         tail = Tail(net, TAIL_BLOCK)
         draws = np.random.default_rng(seed).choice(len(tr_rows), size=len(tr_rows), p=weights)
@@ -370,6 +372,10 @@ def train_step(args) -> None:
         val_scores[str(seed)] = {s: round(per[s]["auc"]["value"], 4) for s in per}
         val_scores[str(seed)]["mean"] = round(float(np.mean([per[s]["auc"]["value"] for s in per])), 4)
         log.warning("seed %s val %s", seed, val_scores[str(seed)])
+    summary = {k: round(float(np.mean([v[k] for v in val_scores.values()])), 4) for k in val_scores[str(args.seeds[0])]}
+    print(json.dumps({"epochs": args.epochs, "val": val_scores, "mean_over_seeds": summary}), flush=True)
+    if args.val_only:
+        return
     best = max(val_scores, key=lambda k: val_scores[k]["mean"])
     chosen = [members[args.seeds.index(int(best))]]
     va_study_recs = table.present([r for s in trainable for r in parts[s]["val"]])
@@ -402,7 +408,7 @@ def train_step(args) -> None:
                                     "(SIRM 50/15/35), seed 0; CC-CCII CP and DRE-Net never trained on"},
                   "fingerprint": fingerprint(table, parts, data)},
         selection={"criterion": "mean of the val AUCs of soares, mosmed, ucsd (sources with both classes); "
-                                "candidates: one network per seed",
+                                "candidates: one network per seed (epochs chosen before on the same val score)",
                    "val": val_scores, "chosen": best},
         metrics=metrics, limitations=LIMITATIONS)
     (target / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
@@ -425,6 +431,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=TRAIN["epochs"])
     parser.add_argument("--reuse", action="store_true", help="take seeds already trained in --out")
+    parser.add_argument("--val-only", action="store_true", help="stop after scoring the seeds on val (no test read)")
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--out", default="runs/ct-real")
     parser.add_argument("--encoder", nargs="+", default=["moco"])
