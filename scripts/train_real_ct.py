@@ -186,7 +186,7 @@ def recipe_config(encoder: str, epochs: int) -> RecipeConfig:
     """Args: encoder: a key of `ENCODERS`. epochs: epochs of the tail. Returns: the ai-corona config of the model."""
     config = get_recipe("ai-corona", classes=CLASSES, unit="slice", input=SPEC)
     config.params = {"backbone": "lite0", "pretrained": ENCODERS[encoder], "dropout": 0.3}
-    config.train = {**TRAIN, "epochs": epochs}
+    config.train = {**TRAIN, "epochs": epochs, "patience": max(TRAIN["patience"], epochs // 3)}
     return config
 
 
