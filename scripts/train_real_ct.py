@@ -393,7 +393,9 @@ def train_step(args) -> None:
     card = json.loads((target / CARD_FILE).read_text())
     card.update(
         name="ct-real", temperature=round(float(temperature), 4), threshold=round(float(threshold), 4),
-        training={**card.get("training", {}), "seconds": round(time.time() - t_start, 1),
+        training={**card.get("training", {}),
+                  "seconds": round(sum(json.loads((f / CARD_FILE).read_text())["training"]["seconds"] for f in folders), 1),
+                  "scoring_seconds": round(time.time() - t_start, 1),
                   "prior_covid": round(drawn_covid[args.seeds.index(int(best))], 4),
                   "how": f"frozen {args.encoder} Lite0 trunk (stem and all 7 stages, maps cached once); head "
                          f"convolution + classifier trained on the cached maps (chestdx.train.cached.fit_tail), "
@@ -408,7 +410,7 @@ def train_step(args) -> None:
                                     "(SIRM 50/15/35), seed 0; CC-CCII CP and DRE-Net never trained on"},
                   "fingerprint": fingerprint(table, parts, data)},
         selection={"criterion": "mean of the val AUCs of soares, mosmed, ucsd (sources with both classes); "
-                                "candidates: one network per seed (epochs chosen before on the same val score)",
+                                "candidates: one network per seed",
                    "val": val_scores, "chosen": best},
         metrics=metrics, limitations=LIMITATIONS)
     (target / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
