@@ -430,7 +430,8 @@ def nih_pneumonia(root) -> list[CaseRecord]:
 
 
 
-def _class_folder_images(root: Path, labels: dict[str, tuple[str, str | None]], what: str) -> list[tuple[Path, str, str | None]]:
+def _class_folder_images(root: Path, labels: dict[str, tuple[str, str | None]],
+                         what: str) -> list[tuple[Path, str, str | None]]:
     """``(image, label, group)`` for each image of the class folders named in ``labels`` (folder -> (label, group)).
 
     A class folder with an ``images/`` sub-folder (the Kaggle releases) is read from there.
@@ -514,7 +515,9 @@ COVID19_RADIOGRAPHY_LABELS = {"COVID": ("covid-19", None), "Normal": ("normal", 
 
 
 def covid19_radiography(root) -> list[CaseRecord]:
-    """COVID-19 Radiography Database: class folders ``COVID/``, ``Normal/`` (and in the full release ``Viral Pneumonia/``, ``Lung_Opacity/``).
+    """COVID-19 Radiography Database: class folders ``COVID/``, ``Normal/`` (full release: also two more).
+
+    The full release's ``Viral Pneumonia/`` and ``Lung_Opacity/`` are read too.
 
     No patient ids: fallback id per film. The COVID-19 films come from several public
     collections and the normals from RSNA (source differs by class); some COVID-19 films

@@ -165,7 +165,7 @@ def fit_tail(tail: Tail, config: RecipeConfig, train_maps: np.ndarray, train_y: 
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         logits, _ = tail_outputs(tail, val_maps)
         score = _val_score(val_y, logits)
         history.append({"stage": stage["name"], "epoch": epoch + 1, "train_loss": round(total / len(order), 4),
