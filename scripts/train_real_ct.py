@@ -50,7 +50,7 @@ from PIL import Image
 
 from chestdx.errors import ChestDxError
 from chestdx.evaluate.calibration import TemperatureScaler
-from chestdx.evaluate.metrics import auc_score, choose_operating_point
+from chestdx.evaluate.metrics import choose_operating_point
 from chestdx.evaluate.report import evaluate_predictions
 from chestdx.io import load_study
 from chestdx.io.datasets import (CaseRecord, cc_ccii, dre_net_demo, fallback_patient_id, mosmed_slices, sirm_volumes,
@@ -320,7 +320,8 @@ def fingerprint(table: SliceTable, parts: dict, data: Path) -> dict:
                                                         "covid_slices": int(y.sum()),
                                                         "patients": len({r.patient_id for r in recs})}
     return {"modality": "CT", "intensity": "8bit", "kind": ["ct-slice", "ct-volume"],
-            "image_size_px": {s: [int(np.min([w for w, _ in v])), int(np.max([w for w, _ in v]))] for s, v in sizes.items()},
+            "image_longest_side_px": {s: [int(min(max(wh) for wh in v)), int(max(max(wh) for wh in v))]
+                                      for s, v in sizes.items()},
             "pixel_spacing_mm": "unknown (8-bit images carry no spacing)",
             "hu_input": "HU studies are windowed to the lung window (-600/1500) before the same steps",
             "sources": counts}
