@@ -2,8 +2,9 @@
 
 Order: lung mask (only when the spec needs it) -> slice filter -> slice selection ->
 render 8-bit (HU window) -> clip of the top intensities -> CLAHE -> lungs only -> lung
-crop -> upright turn -> resize -> channels -> normalisation. The lungs are segmented on the study's own values (HU or
-8-bit), so rendering only the selected slices gives the same result as rendering first.
+crop -> upright turn -> resize -> channels -> normalisation. The lungs are segmented on
+the study's own values (HU or 8-bit), so rendering only the selected slices gives the
+same result as rendering first.
 """
 
 from __future__ import annotations
