@@ -188,3 +188,15 @@ def test_upright_turns_stacked_lungs_and_lungs_only_blanks_the_rest():
     # turned a quarter further: side by side again, upside down (which way is anterior is not known)
     assert np.abs(side_by_side.x - np.rot90(stacked.x, 2, axes=(2, 3))).mean() < 0.05
     assert side_by_side.x.max() > 0.5 and (side_by_side.x == 0).mean() > 0.3  # stretched lungs on black
+
+
+def test_maps_of_a_turned_slice_come_back_onto_the_stored_slice():
+    from chestdx.explain.maps import map_to_original
+
+    spec = InputSpec(selection="all", lung_crop=True, lungs_only=True, upright=True, size=64, normalise="unit")
+    image = np.rot90(_two_lung_slice()).copy()  # lungs one above the other
+    prepared = prepare_study(Study(image, "8bit", kind="ct-slice"), spec)
+    assert prepared.quarter_turns == 1
+    back = map_to_original(prepared.x[0, 0], image.shape, prepared.crop_box, quarter_turns=prepared.quarter_turns)
+    lungs = prepared.lung_mask[0]
+    assert back[lungs].mean() > 5 * back[~lungs].mean()  # the model input's lungs land on the slice's lungs

@@ -45,7 +45,7 @@ def explain_study(study: Study, model: LoadedModel, method: str, out_dir: str | 
     result = explain_slices(model.net, torch.from_numpy(np.ascontiguousarray(prepared.x[rows])), method, target_class=cls)
     shape = prepared.rendered.shape[1:]
     size = prepared.x.shape[-2:]
-    maps = np.stack([map_to_original(np.rot90(m, -prepared.quarter_turns), shape, prepared.crop_box)
+    maps = np.stack([map_to_original(m, shape, prepared.crop_box, quarter_turns=prepared.quarter_turns)
                      for m in result.maps])
     masks = None
     if prepared.lung_mask is not None:
