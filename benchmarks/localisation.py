@@ -92,7 +92,8 @@ def explain_one(model, prepared, method: str, target: int, patch: int, stride: i
     t0 = time.perf_counter()
     result = explain_slices(model.net, torch.from_numpy(prepared.x[:1]), method, target_class=target,
                             occlusion_patch=patch, occlusion_stride=stride)
-    heatmap = map_to_original(result.maps[0], prepared.rendered.shape[1:], prepared.crop_box)
+    heatmap = map_to_original(result.maps[0], prepared.rendered.shape[1:], prepared.crop_box,
+                              quarter_turns=prepared.quarter_turns)
     return heatmap, time.perf_counter() - t0
 
 

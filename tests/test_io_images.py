@@ -45,11 +45,11 @@ def test_16bit_slices_rescaled_jointly(tmp_path):
     assert any("rescaled to 0-255" in w for w in study.warnings)
 
 
-def test_rgb_single_image_is_grey_ct_slice(tmp_path):
+def test_rgb_single_image_is_read_grey_as_the_kind_asked(tmp_path):
     rgb = np.zeros((32, 32, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 100, 150, 200
     Image.fromarray(rgb).save(tmp_path / "one.png")
-    study = load_study(tmp_path / "one.png")
+    study = load_study(tmp_path / "one.png", kind="ct-slice")
     assert study.kind == "ct-slice" and study.pixels.shape == (1, 32, 32)
     assert study.pixels[0, 0, 0] == pytest.approx(0.299 * 100 + 0.587 * 150 + 0.114 * 200, abs=1)
     assert load_study(tmp_path / "one.png", kind="xray").kind == "xray"

@@ -145,3 +145,19 @@ def test_numpy_resize_matches_monai(shape):
     np.testing.assert_allclose(resize_slices(stack, 224), expected, atol=5e-3)
     stretched = convert_to_numpy(Resize((224, 224), mode=mode)(stack))
     np.testing.assert_allclose(resize_slices(stack, 224, keep_aspect=False), stretched, atol=5e-3)
+
+
+def test_lungs_only_blanks_outside_and_equalises_windows():
+    from chestdx.preprocess.intensity import lungs_only
+
+    rng = np.random.default_rng(0)
+    lungs = np.zeros((1, 64, 64), bool)
+    lungs[0, 10:54, 8:30] = lungs[0, 10:54, 34:56] = True
+    texture = rng.uniform(0, 1, (1, 64, 64))
+    dark = np.where(lungs, 10 + 40 * texture, 200.0)  # one window: dark lungs, bright body
+    grey = np.where(lungs, 90 + 20 * texture, 0.0)  # another: mid-grey lungs, black outside (pre-masked)
+    a, b = lungs_only(dark, lungs), lungs_only(grey, lungs)
+    assert (a[~lungs] == 0).all() and (b[~lungs] == 0).all()
+    inner = a > 0
+    assert np.abs(a[inner] - b[inner]).max() < 1.0  # same texture, same output whatever the window
+    assert a.max() == 255.0

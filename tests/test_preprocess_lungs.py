@@ -166,3 +166,27 @@ def test_long_volumes_are_segmented_on_every_kth_slice_with_the_same_result(monk
     assert strided.shape == full.shape
     assert _dice(strided, full) > 0.98
     assert (strided != full).any(axis=(1, 2)).sum() <= 4  # only at the lung's upper edge
+
+
+def test_round_field_of_view_frame_is_left_out_of_the_threshold(shared_data):
+    """MosMedData slices: black outside a round field of view. Before the frame was left out
+    of the 8-bit threshold, no lung was found in any of them."""
+    for name in ("CT-0/0010.jpg", "CT-1/0010.jpg"):
+        image = np.asarray(Image.open(shared_data / "ct-mosmed-slices" / name).convert("L"), dtype=np.float32)
+        mask = segment_lungs(image, "8bit", mode="2d")
+        assert 0.1 <= mask.mean() <= 0.35, mask.mean()
+        assert _two_lungs(mask, 1)
+        assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())  # frame is not lung
+
+
+def test_premasked_slices_take_their_non_black_region(shared_data):
+    """CC-CCII normal slices come lung-masked (black but for the lungs)."""
+    folder = shared_data / "ct-cc-ccii-normal" / "Normal" / "13" / "0"
+    files = sorted(folder.glob("*.jpg"))
+    image = np.asarray(Image.open(files[len(files) // 2]).convert("L"), dtype=np.float32)
+    mask = segment_lungs(image, "8bit", mode="2d")
+    non_black = image > 8
+    assert _two_lungs(mask, 1)
+    assert 2 * (mask & non_black).sum() / (mask.sum() + non_black.sum()) > 0.9
+    volume = np.stack([np.asarray(Image.open(f).convert("L"), dtype=np.float32) for f in files[::4]])
+    assert segment_lungs(volume, "8bit").mean(axis=(1, 2)).min() > 0.05  # 3-D mode: every slice too

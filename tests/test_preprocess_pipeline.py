@@ -168,3 +168,35 @@ def test_contact_sheet_on_real_dicom(shared_data, tmp_path):
     out = contact_sheet(study, tmp_path / "two.png")
     with Image.open(out) as sheet:
         assert sheet.size[0] >= 600 and sheet.size[1] >= 200
+
+
+def _two_lung_slice(size: int = 200) -> np.ndarray:
+    """8-bit slice: black air, a grey body, two dark lungs side by side (with some texture)."""
+    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
+    image = np.zeros((size, size), np.float32)
+    image[(xx / 0.45) ** 2 + (yy / 0.35) ** 2 <= 1] = 170.0
+    for cx in (-0.2, 0.2):
+        image[((xx - cx) / 0.14) ** 2 + (yy / 0.25) ** 2 <= 1] = 40.0
+    return image + np.random.default_rng(0).normal(0, 4, image.shape).astype(np.float32)
+
+
+def test_upright_turns_stacked_lungs_and_lungs_only_blanks_the_rest():
+    spec = InputSpec(selection="all", lung_crop=True, lungs_only=True, upright=True, size=64, normalise="unit")
+    side_by_side = prepare_study(Study(_two_lung_slice(), "8bit", kind="ct-slice"), spec)
+    stacked = prepare_study(Study(np.rot90(_two_lung_slice()).copy(), "8bit", kind="ct-slice"), spec)
+    assert side_by_side.quarter_turns == 0 and stacked.quarter_turns == 1
+    # turned a quarter further: side by side again, upside down (which way is anterior is not known)
+    assert np.abs(side_by_side.x - np.rot90(stacked.x, 2, axes=(2, 3))).mean() < 0.05
+    assert side_by_side.x.max() > 0.5 and (side_by_side.x == 0).mean() > 0.3  # stretched lungs on black
+
+
+def test_maps_of_a_turned_slice_come_back_onto_the_stored_slice():
+    from chestdx.explain.maps import map_to_original
+
+    spec = InputSpec(selection="all", lung_crop=True, lungs_only=True, upright=True, size=64, normalise="unit")
+    image = np.rot90(_two_lung_slice()).copy()  # lungs one above the other
+    prepared = prepare_study(Study(image, "8bit", kind="ct-slice"), spec)
+    assert prepared.quarter_turns == 1
+    back = map_to_original(prepared.x[0, 0], image.shape, prepared.crop_box, quarter_turns=prepared.quarter_turns)
+    lungs = prepared.lung_mask[0]
+    assert back[lungs].mean() > 5 * back[~lungs].mean()  # the model input's lungs land on the slice's lungs

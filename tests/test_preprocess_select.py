@@ -102,3 +102,15 @@ def test_groups_edge_cases():
     kept = np.array([3, 4, 7, 9, 12, 13, 15])  # indices of kept slices are carried through
     assert [g.tolist() for g in make_groups(kept, 4)] == [[3, 4, 7, 9], [12, 13, 15, -1]]
     assert [g.tolist() for g in make_groups(kept[:6], 4)] == [[3, 7, 9, 13]]  # 4 + 2 re-sampled to 4
+
+
+def test_lungs_stacked_votes_by_slice():
+    from chestdx.preprocess.select import lungs_stacked
+
+    side_by_side = np.zeros((3, 40, 40), bool)
+    side_by_side[:, 10:30, 5:15] = side_by_side[:, 10:30, 25:35] = True
+    assert not lungs_stacked(side_by_side)
+    assert lungs_stacked(np.rot90(side_by_side, 1, axes=(1, 2)))
+    one_lung = np.zeros((40, 40), bool)
+    one_lung[5:35, 10:20] = True  # tall, but a single lung: no turn
+    assert not lungs_stacked(one_lung)

@@ -439,19 +439,22 @@ def map_to_original(
     original_shape: tuple[int, int],
     crop_box: tuple[int, int, int, int] | None = None,
     keep_aspect: bool = True,
+    quarter_turns: int = 0,
 ) -> np.ndarray:
     """Bring a map from model input size back onto the slice as stored in the study.
 
-    Undoes the preprocessing geometry: an optional crop ``original[y0:y1, x0:x1]``, then a
-    resize to the input size keeping the aspect ratio (scale = input / longest side,
-    rounded sizes) with symmetric zero padding (``(input - resized) // 2`` before), or a
-    plain resize when ``keep_aspect`` is False.
+    Undoes the preprocessing geometry: an optional crop ``original[y0:y1, x0:x1]``, then
+    optional quarter turns (``InputSpec.upright``), then a resize to the input size keeping
+    the aspect ratio (scale = input / longest side, rounded sizes) with symmetric zero
+    padding (``(input - resized) // 2`` before), or a plain resize when ``keep_aspect`` is False.
 
     Args:
         map_at_input_size: ``(S, S)`` map.
         original_shape: ``(H0, W0)`` of the stored slice.
         crop_box: ``(y0, y1, x0, x1)`` crop of the original (half-open), or None.
         keep_aspect: whether the input was a keep-aspect resize with padding.
+        quarter_turns: counter-clockwise quarter turns applied after the crop
+            (``PreparedStudy.quarter_turns``); turned back first.
 
     Returns:
         float32 ``(H0, W0)``; zero outside the crop box.
@@ -459,6 +462,7 @@ def map_to_original(
     Example:
         >>> full = map_to_original(result.maps[0], study.pixels.shape[1:], crop_box=(40, 470, 20, 490))
     """
+    map_at_input_size = np.rot90(map_at_input_size, -quarter_turns)
     y0, x0, h, w, top, left, rh, rw = _placement(map_at_input_size.shape, original_shape, crop_box, keep_aspect)
     out = np.zeros(tuple(original_shape[:2]), dtype=np.float32)
     out[y0 : y0 + h, x0 : x0 + w] = resize_map(map_at_input_size[top : top + rh, left : left + rw], (h, w))

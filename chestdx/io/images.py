@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from chestdx.errors import ChestDxError
 from chestdx.progress import progress as progress_bar
 from chestdx.io.dicom import MIN_SIDE
+from chestdx.io.router import route_image
 from chestdx.io.study import Study
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -121,8 +122,9 @@ def read_image_files(paths: list[Path], names: list[str], *, kind: str | None, p
         source: the path the user gave.
 
     Returns:
-        The Study: kind ``"ct-slice"`` for one image (``"xray"`` when asked),
-        ``"ct-volume"`` for several.
+        The Study: kind ``"ct-volume"`` for several images; for one image the kind asked
+        for, else what `chestdx.io.router.route_image` reads in it (``"xray"`` or
+        ``"ct-slice"``, with a warning saying so).
     """
     order = sorted(range(len(paths)), key=lambda i: natural_key(paths[i]))
     empty = [names[i] for i in order if paths[i].stat().st_size == 0]
@@ -153,8 +155,13 @@ def read_image_files(paths: list[Path], names: list[str], *, kind: str | None, p
     if len(volume) > 1:
         warnings.append("plain images carry no slice positions: slices ordered by the number in their file names, "
                         "spacing unknown (1.0 mm)")
-    study_kind = kind or ("ct-volume" if len(volume) > 1 else "ct-slice")
     metadata = {"format": paths[0].suffix.lstrip(".").upper(), "n_files": len(paths),
                 "bit_depth": 16 if high_depth else 8}
+    study_kind = kind or ("ct-volume" if len(volume) > 1 else None)
+    if study_kind is None:  # one image without a kind: the router reads what it shows
+        study_kind, p_xray = route_image(volume[0])
+        metadata["router_p_xray"] = round(p_xray, 4)
+        warnings.append(f"a plain image has no modality: read as {'an X-ray' if study_kind == 'xray' else 'a CT slice'} "
+                        f"by the image router (P(X-ray) {p_xray:.2f}); pass --kind to override")
     return Study(volume, "8bit", (1.0, 1.0, 1.0), "OT", study_kind, source,
                  metadata=metadata, warnings=warnings)

@@ -192,7 +192,8 @@ def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | 
     result = explain_slices(net, torch.from_numpy(np.ascontiguousarray(prepared.x[rows])), method, target_class=cls,
                             progress=progress)
     shape = prepared.rendered.shape[1:]
-    maps = np.stack([map_to_original(m, shape, prepared.crop_box) for m in result.maps])
+    maps = np.stack([map_to_original(m, shape, prepared.crop_box, quarter_turns=prepared.quarter_turns)
+                     for m in result.maps])
     masks = None
     if prepared.lung_mask is not None:
         masks = prepared.lung_mask[prepared.indices[rows]]

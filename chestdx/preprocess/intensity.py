@@ -1,4 +1,4 @@
-"""Intensity transforms: HU windows, 8-bit rendering, top-percent clip, CLAHE, ImageNet normalisation.
+"""Intensity transforms: HU windows, 8-bit rendering, top-percent clip, lungs only, CLAHE, ImageNet normalisation.
 
 HU steps (windows) only apply to ``"hu"`` studies; ``"8bit"`` studies are used as they are,
 never pushed through a fake HU conversion. Written in NumPy with the arithmetic of MONAI's
@@ -10,6 +10,7 @@ checks each against MONAI), so that prediction does not import torch.
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import binary_erosion
 from skimage.exposure import equalize_adapthist
 
 from chestdx.errors import ChestDxError
@@ -111,6 +112,41 @@ def clip_top_percent(img: np.ndarray, percent: float = 0.5) -> np.ndarray:
         low, high = np.percentile(image, [0.0, 100.0 - percent])
         out[i] = scale_range(image, float(low), float(high), 0.0, 255.0)
     return out[0] if arr.ndim == 2 else out
+
+
+def lungs_only(img: np.ndarray, lung_mask: np.ndarray, low: float = 1.0, high: float = 99.0,
+               rim: float = 0.01) -> np.ndarray:
+    """Keep only the lungs: black outside the mask, lung intensities stretched to 0-255.
+
+    The mask is first eroded by ``rim`` of the image side, so that its edge (pleura and
+    chest wall where the lungs were segmented, a dark JPEG halo where a mask was applied
+    before) looks alike for every source; each slice's remaining lung pixels are scaled from
+    their ``low`` to their ``high`` percentile. Neither what surrounds the lungs nor the
+    window a source was rendered with is left for a model to learn.
+
+    Args:
+        img: slices ``(n, h, w)`` in 0..255.
+        lung_mask: bool ``(n, h, w)``.
+        low, high: percentiles of the lung pixels mapped to 0 and 255.
+        rim: erosion of the mask, as a share of the longer image side (at least 1 pixel).
+
+    Returns:
+        float32 ``(n, h, w)`` in 0..255; a slice without lung comes back black.
+
+    Example:
+        >>> lungs_only(np.full((1, 4, 4), 90.0), np.ones((1, 4, 4), bool)).max()
+        0.0
+    """
+    out = np.zeros(np.shape(img), dtype=np.float32)
+    steps = max(1, int(round(rim * max(np.shape(img)[1:]))))
+    for i, (image, mask) in enumerate(zip(np.asarray(img, dtype=np.float32), np.asarray(lung_mask, dtype=bool))):
+        mask = binary_erosion(mask, iterations=steps)
+        if not mask.any():
+            continue
+        lo, hi = np.percentile(image[mask], [low, high])
+        stretched = np.clip((image - lo) * (255.0 / max(hi - lo, 1e-6)), 0.0, 255.0)
+        out[i] = np.where(mask, stretched, 0.0)
+    return out
 
 
 def clahe(img_uint8: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:

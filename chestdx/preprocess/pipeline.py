@@ -1,9 +1,10 @@
 """`prepare_study`: a `Study` becomes model input exactly as its recipe's `InputSpec` says.
 
 Order: lung mask (only when the spec needs it) -> slice filter -> slice selection ->
-render 8-bit (HU window) -> clip of the top intensities -> CLAHE -> lung crop -> resize
--> channels -> normalisation. The lungs are segmented on the study's own values (HU or
-8-bit), so rendering only the selected slices gives the same result as rendering first.
+render 8-bit (HU window) -> clip of the top intensities -> CLAHE -> lungs only -> lung
+crop -> upright turn -> resize -> channels -> normalisation. The lungs are segmented on
+the study's own values (HU or 8-bit), so rendering only the selected slices gives the
+same result as rendering first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from chestdx.errors import ChestDxError
 from chestdx.io.study import Study
-from chestdx.preprocess.intensity import clahe, clip_top_percent, imagenet_normalise, render_8bit
+from chestdx.preprocess.intensity import clahe, clip_top_percent, imagenet_normalise, lungs_only, render_8bit
 from chestdx.preprocess.lungs import segment_lungs
 from chestdx.preprocess.resize import resize_slices
 from chestdx.preprocess.select import (
@@ -22,6 +23,7 @@ from chestdx.preprocess.select import (
     filter_kara,
     filter_min_area,
     lung_bbox,
+    lungs_stacked,
     make_groups,
     select_equidistant,
     select_middle,
@@ -42,6 +44,8 @@ class PreparedStudy:
             the spec needed none and none was given.
         groups: for ``"groups"`` selection, the rows of ``x`` of each group; else None.
         crop_box: ``(y0, y1, x0, x1)`` of the lung crop in ``rendered`` coordinates, or None.
+        quarter_turns: counter-clockwise quarter turns (``np.rot90``) applied after the crop
+            (``InputSpec.upright``); maps at input size are turned back by ``-quarter_turns``.
         warnings: what went differently from the spec (for example a fallback slice).
     """
 
@@ -51,12 +55,14 @@ class PreparedStudy:
     lung_mask: np.ndarray | None = None
     groups: list[np.ndarray] | None = None
     crop_box: tuple[int, int, int, int] | None = None
+    quarter_turns: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
 def needs_lung_mask(spec: InputSpec) -> bool:
     """Args: spec: the input spec. Returns: whether ``prepare_study`` segments the lungs for it."""
-    return spec.lung_filter is not None or spec.lung_crop or spec.selection == "lung"
+    return (spec.lung_filter is not None or spec.lung_crop or spec.lungs_only or spec.upright
+            or spec.selection == "lung")
 
 
 def study_lung_mask(study: Study) -> np.ndarray:
@@ -141,6 +147,9 @@ def prepare_study(study: Study, spec: InputSpec, lung_mask: np.ndarray | None = 
     if spec.clahe and real.any():
         images[real] = clahe(np.rint(images[real]).astype(np.uint8))
 
+    if use_lungs and spec.lungs_only and real.any():
+        images[real] = lungs_only(images[real], lung_mask[indices[real]])
+
     crop_box = None
     if use_lungs and spec.lung_crop:
         if lung_mask.any():
@@ -149,6 +158,10 @@ def prepare_study(study: Study, spec: InputSpec, lung_mask: np.ndarray | None = 
             images = images[:, y0:y1, x0:x1]
         else:
             warnings.append("no lung found to crop to; used the whole slices")
+    quarter_turns = 0
+    if use_lungs and spec.upright and lungs_stacked(lung_mask):
+        quarter_turns = 1
+        images = np.ascontiguousarray(np.rot90(images, quarter_turns, axes=(1, 2)))
 
     x01 = resize_slices(images, spec.size, keep_aspect=True) / 255.0
     x01 = np.repeat(x01[:, None], spec.channels, axis=1) if spec.channels > 1 else x01[:, None]
@@ -160,6 +173,7 @@ def prepare_study(study: Study, spec: InputSpec, lung_mask: np.ndarray | None = 
         lung_mask=lung_mask,
         groups=groups,
         crop_box=crop_box,
+        quarter_turns=quarter_turns,
         warnings=warnings,
     )
 

@@ -8,6 +8,38 @@ positions are known (``Study`` keeps slices in physical order, feet to head).
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
+
+
+def lungs_stacked(mask: np.ndarray, min_ratio: float = 0.1) -> bool:
+    """Whether the two lungs lie one above the other (slices turned by 90 degrees).
+
+    Each slice votes when its two largest lung components look like two lungs (the smaller
+    has at least ``min_ratio`` of the larger's area): "stacked" when their centres are
+    further apart vertically than horizontally, else "side by side". One lung alone gives
+    no vote.
+
+    Args:
+        mask: bool lung mask ``(z, y, x)`` or ``(y, x)``.
+        min_ratio: least area of the second component relative to the first.
+
+    Returns:
+        True when more slices vote "stacked" than "side by side".
+    """
+    planes = np.asarray(mask, dtype=bool)
+    planes = planes[None] if planes.ndim == 2 else planes
+    votes = 0
+    for plane in planes:
+        labels, n = ndimage.label(plane)
+        if n < 2:
+            continue
+        sizes = np.bincount(labels.ravel())[1:]
+        first, second = np.argsort(sizes)[::-1][:2] + 1
+        if sizes[second - 1] < min_ratio * sizes[first - 1]:
+            continue
+        (y1, x1), (y2, x2) = ndimage.center_of_mass(plane, labels, [first, second])
+        votes += 1 if abs(y1 - y2) > abs(x1 - x2) else -1
+    return votes > 0
 
 
 def lung_areas(mask: np.ndarray) -> np.ndarray:

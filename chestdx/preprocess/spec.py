@@ -32,6 +32,12 @@ class InputSpec:
             when the selection keeps more, that many equidistant ones among them are used.
             None for no cap.
         lung_crop: crop each slice to the study's lung bounding box before resizing.
+        lungs_only: black out everything but the lungs and stretch each slice's lung
+            intensities to 0-255 (``chestdx.preprocess.intensity.lungs_only``), so that
+            sources rendered, cropped or masked differently reach the model alike.
+        upright: turn a study whose lungs lie one above the other by 90 degrees, so that
+            the lungs lie side by side (``chestdx.preprocess.select.lungs_stacked``); the
+            turn is recorded in ``PreparedStudy.quarter_turns``.
         size: output height and width in pixels.
         channels: 1 or 3 (grey repeated).
         normalise: ``"imagenet"`` (mean/std of ImageNet) or ``"unit"`` (0-1).
@@ -48,6 +54,8 @@ class InputSpec:
     min_lung_fraction: float = 0.25
     max_slices: int | None = None
     lung_crop: bool = False
+    lungs_only: bool = False
+    upright: bool = False
     size: int = 224
     channels: int = 3
     normalise: Literal["imagenet", "unit"] = "imagenet"

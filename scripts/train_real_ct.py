@@ -1,0 +1,463 @@
+"""Train the CT model on every real CT source together, from cached trunk features.
+
+Steps (each cached under ``--out``, so a rerun skips what is done):
+
+1. ``prepare``: every study of every CT source (slices and volumes) goes through
+   `prepare_study` with `SPEC` (lung slices, lungs only, lung crop, upright, 224 px), exactly as
+   `chestdx predict` prepares a study for this model; the slices are kept as uint8.
+2. ``features``: the frozen trunk of each candidate encoder (`ENCODERS`) turns every slice
+   into 192x7x7 maps (`chestdx.train.cached.trunk_features`).
+3. ``train``: the head convolution and the classifier are trained on the maps of the train
+   split (`chestdx.train.cached.fit_tail`), one network per seed, each on its own weighted
+   draw of the training slices; the seeds are scored on val, and the best mean within-source
+   val AUC (Soares, MosMed, UCSD: the sources with both classes) is chosen. (No deep ensemble:
+   its members would share one frozen trunk and still cost three trunks at prediction.) Only
+   the chosen network is then scored on the test splits (one read), per source with
+   patient-bootstrap CIs, and written as a checkpoint with its ONNX export and card
+   (``OUT/chosen``). Seeds already trained in ``OUT`` are reused with ``--reuse``.
+
+Classes: COVID-19 vs non-COVID. Other pneumonia on CT is one CC-CCII patient and two DRE-Net
+persons: too few to train and validate a class on, so they stay the external check
+(`benchmarks/real_volumes.py`); normal lungs are scored separately (specificity on MosMed
+CT-0 and the CC-CCII normal patients).
+
+Splits: UCSD COVID-CT keeps its official split; every other source is split by patient
+(`patient_split`: CC-CCII and SIRM patients, Soares look-alike groups, MosMed and MedSeg
+slices each alone), 70/15/15, SIRM 50/15/35 so that more of its volumes stay out for the
+real-volume check. CC-CCII common pneumonia and DRE-Net are never trained on.
+
+Usage:
+    python scripts/train_real_ct.py prepare [--data ../shared/data] [--out runs/ct-real]
+    python scripts/train_real_ct.py features --encoder moco
+    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs 5 --val-only   # settings compared on val
+    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs 15 --val-only
+    python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs N --reuse      # the chosen: test read once
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from chestdx.errors import ChestDxError
+from chestdx.evaluate.calibration import TemperatureScaler
+from chestdx.evaluate.metrics import choose_operating_point
+from chestdx.evaluate.report import evaluate_predictions
+from chestdx.io import load_study
+from chestdx.io.datasets import (CaseRecord, cc_ccii, dre_net_demo, fallback_patient_id, mosmed_slices, sirm_volumes,
+                                 soares_ct, ucsd_covid_ct)
+from chestdx.io.images import IMAGE_SUFFIXES
+from chestdx.io.split import patient_split
+from chestdx.models.bundled import CARD_FILE
+from chestdx.models.card import MetricSet, new_card, read_card, write_card
+from chestdx.models.checkpoint import export_onnx, save_checkpoint
+from chestdx.models.networks.efficientnet import EfficientNetClassifier
+from chestdx.models.recipes import get_recipe
+from chestdx.models.registry import RecipeConfig
+from chestdx.preprocess.intensity import imagenet_normalise
+from chestdx.preprocess.pipeline import prepare_study
+from chestdx.preprocess.spec import InputSpec
+from chestdx.train.cached import Tail, fit_tail, frozen_part, tail_outputs
+
+log = logging.getLogger("train_real_ct")
+
+SPEC = InputSpec(window="lung", selection="lung", lung_filter="min-area", min_lung_fraction=0.25, max_slices=48,
+                 lung_crop=True, lungs_only=True, upright=True, size=224, channels=3, normalise="imagenet")
+ENCODERS = {"imagenet": True, "moco": "ct-moco-lite0"}
+TAIL_BLOCK = 7
+"""Lite0 stages frozen (of 7): the tail trained on the cached 320x7x7 maps is the head convolution and classifier."""
+
+# source -> (folder under --data, glob of its studies: slice files or volume folders).
+SOURCES = {
+    "soares": ("ct-sars-cov-2-soares", "*/*"),
+    "mosmed-slices": ("ct-mosmed-slices", "*/*"),
+    "cc-ccii-normal": ("ct-cc-ccii-normal", "Normal/*/*"),
+    "ucsd": ("ucsd-covid-ct", "images/*/*"),
+    "sirm": ("covid-ct-volumes-sirm", "*"),
+    "medseg": ("medseg-covid-infection", "train/images/*"),
+    "cc-ccii-cp": ("cc-ccii-sample", "CP/*/*"),
+    "dre-net": ("dre-net-demo", "*"),
+}
+
+
+def study_paths(data: Path, source: str) -> list[Path]:
+    """Args: data: the shared data folder. source: a key of `SOURCES`. Returns: its studies, sorted."""
+    folder, pattern = SOURCES[source]
+    found = sorted((data / folder).glob(pattern))
+    return [p for p in found if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def prepare_source(data: Path, source: str, out: Path, limit: int | None = None) -> Path:
+    """Prepare every study of a source once; write ``prep-<source>.npz``.
+
+    The file holds ``x`` (uint8 ``(n, 224, 224)``), ``study`` (the study path of each slice)
+    and ``index`` (its slice in the study).
+
+    Args:
+        data: the shared data folder.
+        source: a key of `SOURCES`.
+        out: the run folder.
+        limit: prepare only this many studies, spread over the sorted list (tests).
+
+    Returns:
+        The file.
+    """
+    target = out / f"prep-{source}.npz"
+    if target.is_file():
+        return target
+    xs, studies, indices, t0 = [], [], [], time.time()
+    paths = study_paths(data, source)
+    if limit is not None and len(paths) > limit:
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
+    for i, path in enumerate(paths):
+        try:
+            prepared = prepare_study(load_study(path, progress=False), dataclasses.replace(SPEC, normalise="unit"))
+        except ChestDxError as exc:
+            log.warning("skipped %s: %s", path, exc)
+            continue
+        real = prepared.indices >= 0
+        xs.append(np.rint(prepared.x[real, 0] * 255.0).astype(np.uint8))
+        studies += [str(path.resolve())] * int(real.sum())
+        indices += prepared.indices[real].tolist()
+        if (i + 1) % 200 == 0:
+            log.warning("%s: %d/%d studies, %.0f s", source, i + 1, len(paths), time.time() - t0)
+    np.savez(target, x=np.concatenate(xs), study=np.asarray(studies), index=np.asarray(indices))
+    log.warning("%s: %d studies, %d slices in %.0f s", source, len(paths), len(studies), time.time() - t0)
+    return target
+
+
+def encoder_net(encoder: str) -> EfficientNetClassifier:
+    """Args: encoder: a key of `ENCODERS`. Returns: a fresh Lite0 classifier starting from that encoder."""
+    return EfficientNetClassifier("lite0", num_classes=2, pretrained=ENCODERS[encoder], dropout=0.3)
+
+
+def feature_source(out: Path, source: str, encoder: str) -> Path:
+    """Compute (once) the trunk maps of a prepared source; write ``feat-<encoder>-<source>.npy`` (float16)."""
+    target = out / f"feat-{encoder}-{source}.npy"
+    if target.is_file():
+        return target
+    t0 = time.time()
+    x = np.load(out / f"prep-{source}.npz")["x"]
+    part = frozen_part(encoder_net(encoder), TAIL_BLOCK).eval().to(memory_format=torch.channels_last)
+    maps = []
+    with torch.inference_mode():
+        for i in range(0, len(x), 32):
+            x01 = np.repeat(x[i:i + 32, None].astype(np.float32) / 255.0, 3, axis=1)
+            batch = torch.from_numpy(imagenet_normalise(x01)).contiguous(memory_format=torch.channels_last)
+            maps.append(part(batch).half().numpy())
+    np.save(target, np.concatenate(maps))
+    log.warning("features %s %s: %d slices in %.0f s", encoder, source, len(x), time.time() - t0)
+    return target
+
+
+CLASSES = ("non-covid", "covid")
+COVID_LABELS = ("covid", "covid-19")
+TRAIN = {"epochs": 5, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "optimizer": "adamw", "patience": 2,
+         "label_smoothing": 0.1, "trainable": ["conv_head", "fc"]}
+SPLIT_FRACTIONS = {"sirm": (0.5, 0.15, 0.35)}
+LIMITATIONS = [
+    "Binary COVID-19 vs non-COVID. Other pneumonia on CT is one CC-CCII patient and two DRE-Net persons in the "
+    "shared data: no class can be trained or validated on that, so they are only the external real-volume check; "
+    "the non-COVID training class is normal lungs (MosMed CT-0, CC-CCII normals) and Soares / UCSD non-COVID "
+    "slices (other findings or normal). Do not read P(COVID-19) as 'not other pneumonia'.",
+    "8-bit slices only (lung window renderings, JPEG/PNG); HU studies are windowed before the same steps, but no "
+    "HU volume was in training. Pixel spacing is unknown for every training image.",
+    "Every slice is reduced to its lungs (classical segmentation; black elsewhere; lung intensities stretched per "
+    "slice): a lesion the segmentation leaves out (dense consolidation at the chest wall) is not seen, and a "
+    "slice where the segmentation fails is judged on what it kept.",
+    "Sources differ in class mix (SIRM and MedSeg are all COVID-19, the CC-CCII normals all normal): see the "
+    "shortcut checks (benchmarks/shortcuts_ct.py) before trusting a per-source figure.",
+    "Soares has no patient ids: its split is by look-alike slice groups, which cannot rule out one patient on "
+    "both sides; MosMed slices are split each alone (study ids unknown).",
+    "Frozen encoder (ImageNet then MoCo v2 on unlabelled shared CT, which included the real-volume check's "
+    "CC-CCII and DRE-Net slices without labels); only the head convolution and classifier were trained.",
+]
+WITHIN_SOURCE_VAL = ("soares", "mosmed", "ucsd")
+"""Sources with both classes in val: the selection score is the mean of their val AUCs."""
+
+
+def recipe_config(encoder: str, epochs: int) -> RecipeConfig:
+    """Args: encoder: a key of `ENCODERS`. epochs: epochs of the tail. Returns: the ai-corona config of the model."""
+    config = get_recipe("ai-corona", classes=CLASSES, unit="slice", input=SPEC)
+    config.params = {"backbone": "lite0", "pretrained": ENCODERS[encoder], "dropout": 0.3}
+    config.train = {**TRAIN, "epochs": epochs, "patience": max(TRAIN["patience"], epochs // 3)}
+    return config
+
+
+def source_records(data: Path) -> dict[str, list[CaseRecord]]:
+    """Every CT study of the shared data, by source (``source`` of the records), with the set's own labels."""
+    medseg = sorted((data / "medseg-covid-infection" / "train" / "images").glob("*.jpg"))
+    return {
+        "soares": soares_ct(data / "ct-sars-cov-2-soares"),
+        "mosmed": mosmed_slices(data / "ct-mosmed-slices"),
+        "cc-ccii-normal": cc_ccii(data / "ct-cc-ccii-normal"),
+        "ucsd": ucsd_covid_ct(data / "ucsd-covid-ct"),
+        "sirm": sirm_volumes(data / "covid-ct-volumes-sirm"),
+        "medseg": [CaseRecord(p, "covid", fallback_patient_id(p, data / "medseg-covid-infection"), source="medseg")
+                   for p in medseg],
+        "cc-ccii-cp": cc_ccii(data / "cc-ccii-sample"),
+        "dre-net": dre_net_demo(data / "dre-net-demo"),
+    }
+
+
+def split_sources(records: dict[str, list[CaseRecord]], seed: int = 0) -> dict[str, dict[str, list[CaseRecord]]]:
+    """Returns: source -> {"train", "val", "test"} records (see the module docstring; external sources: test only)."""
+    out = {}
+    for source, recs in records.items():
+        if source in ("cc-ccii-cp", "dre-net"):
+            out[source] = {"train": [], "val": [], "test": recs}
+        elif source == "ucsd":
+            out[source] = {s: [r for r in recs if r.split == s] for s in ("train", "val", "test")}
+        else:
+            out[source] = patient_split(recs, SPLIT_FRACTIONS.get(source, (0.7, 0.15, 0.15)), seed=seed)
+    return out
+
+
+class SliceTable:
+    """The cached slices of every prepared source: trunk maps, and the rows of each study.
+
+    Args:
+        out: the run folder. encoder: whose maps to read. sources: which prepared sources.
+    """
+
+    def __init__(self, out: Path, encoder: str, sources=tuple(SOURCES)) -> None:
+        maps, self.rows, start = [], {}, 0
+        for source in sources:
+            prep = np.load(out / f"prep-{source}.npz")
+            maps.append(np.load(out / f"feat-{encoder}-{source}.npy"))
+            for i, study in enumerate(prep["study"]):
+                self.rows.setdefault(str(study), []).append(start + i)
+            start += len(prep["study"])
+        self.maps = np.concatenate(maps)
+
+    def present(self, records: list[CaseRecord]) -> list[CaseRecord]:
+        """Args: records: studies. Returns: those that were prepared (a damaged study is skipped there)."""
+        return [r for r in records if str(Path(r.path).resolve()) in self.rows]
+
+    def select(self, records: list[CaseRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Args: records: studies. Returns: ``(rows, y, study index)`` of their slices (see `present`)."""
+        rows, y, study = [], [], []
+        for k, rec in enumerate(self.present(records)):
+            found = self.rows.get(str(Path(rec.path).resolve()), [])
+            rows += found
+            y += [int(rec.label in COVID_LABELS)] * len(found)
+            study += [k] * len(found)
+        return np.asarray(rows, int), np.asarray(y, int), np.asarray(study, int)
+
+
+def draw_weights(sources: list[str], y: np.ndarray) -> np.ndarray:
+    """Draw probability of each training slice: ``1 / sqrt(n)`` of its (source, class) cell, so that the large
+    sources do not drown the small ones and no cell dominates its source."""
+    cells = [f"{s}|{c}" for s, c in zip(sources, y)]
+    counts = {c: cells.count(c) for c in set(cells)}
+    w = np.array([1.0 / np.sqrt(counts[c]) for c in cells])
+    return w / w.sum()
+
+
+def study_logits(members: list[Tail], maps: np.ndarray, study: np.ndarray) -> np.ndarray:
+    """Study logits as the model computes them: each member's head on the mean of its slice features, averaged."""
+    n = study.max() + 1 if len(study) else 0
+    out = []
+    for tail in members:
+        _, feats = tail_outputs(tail, maps)
+        pooled = np.stack([feats[study == k].mean(0) for k in range(n)])
+        with torch.inference_mode():
+            out.append(tail.net.head(torch.from_numpy(pooled)).numpy())
+    return np.mean(out, 0)
+
+
+def _probs(logits: np.ndarray, temperature: float) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(logits / temperature), 1).numpy()
+
+
+def score_sources(members: list[Tail], table: SliceTable, parts: dict, split: str, temperature: float,
+                  threshold: float, n_resamples: int) -> dict:
+    """Per-source metrics of one split with patient-bootstrap CIs (studies scored as the model scores them).
+
+    Returns:
+        source -> {"n_studies", "n_patients", "auc" / "sensitivity" / "specificity" ... (value + CI)}.
+    """
+    out = {}
+    for source, splits in parts.items():
+        recs = table.present(splits[split])
+        if not recs:
+            continue
+        rows, _, study = table.select(recs)
+        logits = study_logits(members, table.maps[rows], study)
+        y = np.array([int(r.label in COVID_LABELS) for r in recs])
+        res = evaluate_predictions(y, _probs(logits, temperature), list(CLASSES), [r.patient_id for r in recs],
+                                   threshold=threshold, level="study", n_resamples=n_resamples, seed=0)
+        keys = ("auc", "sensitivity", "specificity", "accuracy", "f1")
+        out[source] = {"n_studies": len(recs), "n_patients": res["n_patients"], "n_covid": int(y.sum()),
+                       **{k: res["metrics"].get(k) for k in keys}}
+        if source == "mosmed":
+            out[source]["groups"] = sorted({r.group for r in recs})
+    return out
+
+
+def fingerprint(table: SliceTable, parts: dict, data: Path) -> dict:
+    """The training data's fingerprint for the card: modality, intensity, pixel sizes, sources and counts."""
+    sizes = {}
+    for source, splits in parts.items():
+        for rec in splits["train"][:: max(1, len(splits["train"]) // 40)]:  # a sample of each source's studies
+            first = rec.path if Path(rec.path).is_file() else sorted(p for p in Path(rec.path).iterdir()
+                                                                       if p.suffix.lower() in IMAGE_SUFFIXES)[0]
+            with Image.open(first) as img:
+                sizes.setdefault(source, []).append(img.size)
+    counts = {}
+    for source, splits in parts.items():
+        for split, recs in splits.items():
+            recs = table.present(recs)
+            if recs:
+                rows, y, _ = table.select(recs)
+                counts.setdefault(source, {})[split] = {"studies": len(recs), "slices": len(rows),
+                                                        "covid_slices": int(y.sum()),
+                                                        "patients": len({r.patient_id for r in recs})}
+    return {"modality": "CT", "intensity": "8bit", "kind": ["ct-slice", "ct-volume"],
+            "image_longest_side_px": {s: [int(min(max(wh) for wh in v)), int(max(max(wh) for wh in v))]
+                                      for s, v in sizes.items()},
+            "pixel_spacing_mm": "unknown (8-bit images carry no spacing)",
+            "hu_input": "HU studies are windowed to the lung window (-600/1500) before the same steps",
+            "sources": counts}
+
+
+def train_step(args) -> None:
+    """Train, select on val, read test once, write ``OUT/chosen`` (see the module docstring)."""
+    out, data = Path(args.out), Path(args.data)
+    t_start = time.time()
+    config = recipe_config(args.encoder, args.epochs)
+    table = SliceTable(out, args.encoder)
+    parts = split_sources(source_records(data), seed=0)
+    trainable = [s for s in parts if parts[s]["train"]]
+    tr_rows, tr_y, tr_src = [], [], []
+    for source in trainable:
+        rows, y, _ = table.select(parts[source]["train"])
+        tr_rows.append(rows)
+        tr_y.append(y)
+        tr_src += [source] * len(rows)
+    tr_rows, tr_y = np.concatenate(tr_rows), np.concatenate(tr_y)
+    va = [r for s in trainable for r in parts[s]["val"]]
+    va_rows, va_y, _ = table.select(va)
+    log.warning("train %d slices, val %d slices", len(tr_rows), len(va_rows))
+    weights = draw_weights(tr_src, tr_y)
+    members, histories, folders, drawn_covid = [], {}, [], []
+    for seed in args.seeds:
+        folder = out / f"{args.encoder}-e{args.epochs}-seed{seed}"
+        net = encoder_net(args.encoder)
+        tail = Tail(net, TAIL_BLOCK)
+        draws = np.random.default_rng(seed).choice(len(tr_rows), size=len(tr_rows), p=weights)
+        drawn_covid.append(float(tr_y[draws].mean()))
+        if args.reuse and (folder / CARD_FILE).is_file():
+            net.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+            histories[seed] = read_card(folder).training["history"]
+        else:
+            t0 = time.time()
+            histories[seed] = fit_tail(tail, config, table.maps[tr_rows[draws]], tr_y[draws], table.maps[va_rows],
+                                       va_y, seed=seed)
+            log.warning("seed %d: %s (%.0f s)", seed, histories[seed][-1], time.time() - t0)
+            card = new_card(config, f"ct-real-{args.encoder}-seed{seed}",
+                            training={"seed": seed, "seconds": round(time.time() - t0, 1), "history": histories[seed]})
+            save_checkpoint(net, card, folder)
+        members.append(tail.eval())
+        folders.append(folder)
+    val_scores = {}
+    for seed, tail in zip(args.seeds, members):
+        per = score_sources([tail], table, {s: parts[s] for s in WITHIN_SOURCE_VAL}, "val", 1.0, 0.5, 200)
+        val_scores[str(seed)] = {s: round(per[s]["auc"]["value"], 4) for s in per}
+        val_scores[str(seed)]["mean"] = round(float(np.mean([per[s]["auc"]["value"] for s in per])), 4)
+        log.warning("seed %s val %s", seed, val_scores[str(seed)])
+    summary = {k: round(float(np.mean([v[k] for v in val_scores.values()])), 4) for k in val_scores[str(args.seeds[0])]}
+    print(json.dumps({"epochs": args.epochs, "val": val_scores, "mean_over_seeds": summary}), flush=True)
+    if args.val_only:
+        return
+    best = max(val_scores, key=lambda k: val_scores[k]["mean"])
+    chosen = [members[args.seeds.index(int(best))]]
+    va_study_recs = table.present([r for s in trainable for r in parts[s]["val"]])
+    rows, _, study = table.select(va_study_recs)
+    logits = study_logits(chosen, table.maps[rows], study)
+    y_val = np.array([int(r.label in COVID_LABELS) for r in va_study_recs])
+    temperature = TemperatureScaler().fit(logits, y_val).temperature_
+    threshold = choose_operating_point(y_val, _probs(logits, temperature)[:, 1], "f1")
+    log.warning("chosen %s; temperature %.3f, threshold %.3f (pooled val, best F1)", best, temperature, threshold)
+    metrics = {split: score_sources(chosen, table, parts, split, temperature, threshold, 2000)
+               for split in ("val", "test")}
+    target = out / "chosen"
+    shutil.copytree(folders[args.seeds.index(int(best))], target, dirs_exist_ok=True)
+    held_out_volumes = sorted(Path(r.path).name for r in parts["sirm"]["test"])
+    card = read_card(target)
+    card.name, card.temperature, card.threshold = "ct-real", round(float(temperature), 4), round(float(threshold), 4)
+    card.training = {**card.training,
+                  "seconds": round(sum(read_card(f).training["seconds"] for f in folders), 1),
+                  "scoring_seconds": round(time.time() - t_start, 1),
+                  "prior_covid": round(drawn_covid[args.seeds.index(int(best))], 4),
+                  "how": f"frozen {args.encoder} Lite0 trunk (stem and all 7 stages, maps cached once); head "
+                         f"convolution + classifier trained on the cached maps (chestdx.train.cached.fit_tail), "
+                         f"(source, class) cells drawn 1/sqrt(n); seeds {args.seeds}, best on val chosen",
+                  "histories": {str(k): v for k, v in histories.items()},
+                  "data": {"name": "real CT sources of ../shared/data (see fingerprint)",
+                           # SIRM volumes of train and val: the real-volume check skips them
+                           "trained_on_volumes": sorted(Path(r.path).name for split in ("train", "val")
+                                                        for r in parts["sirm"][split]),
+                           "held_out_volumes": held_out_volumes,
+                           "split": "UCSD official; others patient_split 70/15/15 by patient/look-alike group "
+                                    "(SIRM 50/15/35), seed 0; CC-CCII CP and DRE-Net never trained on"}}
+    card.fingerprint = {"study_kinds": ["ct-volume", "ct-slice"], **fingerprint(table, parts, data)}
+    card.selection = {"criterion": "mean of the val AUCs of soares, mosmed, ucsd (sources with both classes); "
+                                   "candidates: one network per seed",
+                      "val": val_scores, "chosen": best}
+    card.metrics = {split: MetricSet.parse(m, split) for split, m in metrics.items()}
+    card.limitations = LIMITATIONS
+    write_card(card, target)
+    export_onnx(load_chosen(target), target, SPEC.size)
+    print(json.dumps({"chosen": best, "val": val_scores[best], "test": {
+        s: {k: (v["value"] if isinstance(v, dict) else v) for k, v in m.items() if k in ("auc", "sensitivity", "specificity")}
+        for s, m in metrics["test"].items()}}, indent=1))
+
+
+def load_chosen(folder: Path) -> torch.nn.Module:
+    """Returns: the network of a checkpoint folder (for the ONNX export)."""
+    from chestdx.models.loading import load_model
+
+    return load_model(folder).net
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["prepare", "features", "train"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=TRAIN["epochs"])
+    parser.add_argument("--reuse", action="store_true", help="take seeds already trained in --out")
+    parser.add_argument("--val-only", action="store_true", help="stop after scoring the seeds on val (no test read)")
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--out", default="runs/ct-real")
+    parser.add_argument("--encoder", nargs="+", default=["moco"])
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES))
+    args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.step == "prepare":
+        for source in args.sources:
+            prepare_source(Path(args.data), source, out)
+    elif args.step == "features":
+        for encoder in args.encoder:
+            for source in args.sources:
+                feature_source(out, source, encoder)
+    else:
+        args.encoder = args.encoder[0]
+        train_step(args)
+    print(json.dumps({"done": args.step}))
+
+
+if __name__ == "__main__":
+    main()
