@@ -1,0 +1,190 @@
+"""Lesion segmenter: an EfficientNet-Lite0 U-Net labelling ground-glass opacity and consolidation.
+
+The network sees one 8-bit lung-window slice, cropped to the lungs (the MedSeg / Inf-Net
+training slices are lung-cropped) and stretched to ``size`` x ``size``; it returns logits of
+three classes per pixel (`CLASSES`). Infection probability is ``1 - p(background)``; a pixel is
+a lesion where it reaches the model's threshold (fixed on validation, stored in its card),
+and the lesion's type is the likelier of ground-glass and consolidation.
+
+`segment_study` runs the segmenter over a whole study and keeps lesions inside the (slightly
+dilated) lung mask; `lesion_heatmaps` gives the infection probability of chosen slices, for
+explanations.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.nets.flexible_unet import SegmentationHead, UNetDecoder
+from scipy import ndimage
+from torch import nn
+
+from chestdx.errors import ChestDxError
+from chestdx.io.study import Study
+from chestdx.models.checkpoint import CARD_FILE, LoadedModel, _read_weights, make_card, resolve_model_path, save_checkpoint
+from chestdx.models.registry import RecipeConfig
+from chestdx.models.recipes.ai_corona import EfficientNetClassifier
+from chestdx.preprocess.intensity import render_8bit
+from chestdx.preprocess.pipeline import study_lung_mask
+from chestdx.preprocess.resize import resize_slices
+from chestdx.preprocess.select import lung_bbox
+from chestdx.preprocess.spec import InputSpec
+
+CLASSES = ("background", "ground-glass", "consolidation")
+DEFAULT_LESION_MODEL = "lesion-default"
+ENCODER_CHANNELS = (16, 24, 40, 112, 320)
+"""Channels of the Lite0 stages whose outputs feed the decoder (strides 2, 4, 8, 16, 32)."""
+_SKIP_STAGES = (0, 1, 2, 4, 6)
+LUNG_MARGIN = 0.04
+"""Margin added around the lung box before cropping, as a fraction of its side (MedSeg slices
+are cropped with a thin rim of chest wall)."""
+LUNG_DILATION_MM = 5.0
+"""Lesions farther than this outside the lung mask are dropped (peripheral consolidation can
+fall just outside a classical lung mask)."""
+
+
+class LesionUNet(nn.Module):
+    """U-Net with an EfficientNet-Lite0 encoder and MONAI's `UNetDecoder`.
+
+    The decoder stops at half resolution (skips at strides 16, 8 and 4) and the logits are
+    upsampled bilinearly: a full-resolution stage cost more than twice as much on CPU, and
+    lesion boundaries on lung-window slices are soft anyway (Inf-Net predicts at 1/8).
+
+    Args:
+        encoder: True for ImageNet weights, the name or path of a self-supervised encoder
+            (``"ct-moco-lite0"``), or False for random initialisation.
+        normalise: ``"unit"`` (0-1 input, as the MoCo encoder was trained) or ``"imagenet"``.
+        decoder_channels: channels of the four decoder stages.
+        num_classes: output classes (background, ground-glass, consolidation).
+
+    Example:
+        >>> net = LesionUNet(encoder=False)
+        >>> net(torch.rand(2, 1, 64, 64)).shape
+        torch.Size([2, 3, 64, 64])
+    """
+
+    def __init__(self, encoder: bool | str = "ct-moco-lite0", normalise: str = "unit",
+                 decoder_channels: tuple[int, ...] = (96, 64, 48, 32), num_classes: int = len(CLASSES)) -> None:
+        super().__init__()
+        if normalise not in ("unit", "imagenet"):
+            raise ChestDxError(f"unknown normalisation {normalise!r}: use unit or imagenet")
+        backbone = EfficientNetClassifier("lite0", num_classes=1, pretrained=encoder)
+        self.stem, self.blocks = backbone.stem, backbone.blocks
+        mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if normalise == "imagenet" else ((0.0,) * 3, (1.0,) * 3)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.decoder = UNetDecoder(
+            spatial_dims=2, encoder_channels=ENCODER_CHANNELS, decoder_channels=decoder_channels,
+            act=("relu", {"inplace": True}), norm=("batch", {"eps": 1e-3, "momentum": 0.1}), dropout=0.0,
+            bias=False, upsample="nontrainable", pre_conv=None, interp_mode="nearest", align_corners=None, is_pad=True,
+        )
+        self.head = SegmentationHead(spatial_dims=2, in_channels=decoder_channels[-1], out_channels=num_classes,
+                                     scale_factor=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: grey slices ``(N, 1, H, W)`` in 0-1 (H, W multiples of 32). Returns: logits ``(N, K, H, W)``."""
+        h = self.stem((x.expand(-1, 3, -1, -1) - self.mean) / self.std)
+        features = []
+        for i, stage in enumerate(self.blocks):
+            h = stage(h)
+            if i in _SKIP_STAGES:
+                features.append(h)
+        # The first feature map only starts the decoder's chain; its last stage has no skip.
+        return self.head(self.decoder(features, skip_connect=len(features) - 2))
+
+
+def predict_slices(net: nn.Module, slices: list[np.ndarray], size: int, batch_size: int = 8) -> list[np.ndarray]:
+    """Class probabilities of 8-bit slices, each returned at its own size.
+
+    Args:
+        net: a `LesionUNet` (eval mode).
+        slices: 2-D uint8 (or 0-255 float) arrays, already cropped to the lungs; sizes may differ.
+        size: the network's input side (slices are stretched to ``size`` x ``size``).
+        batch_size: slices per forward pass.
+
+    Returns:
+        float32 ``(K, h, w)`` probabilities per slice (softmax over `CLASSES`).
+    """
+    out: list[np.ndarray] = []
+    for start in range(0, len(slices), batch_size):
+        chunk = slices[start:start + batch_size]
+        x = np.stack([resize_slices(np.asarray(s, np.float32)[None], size, keep_aspect=False)[0] for s in chunk]) / 255.0
+        with torch.inference_mode():
+            probs = torch.softmax(net(torch.from_numpy(x[:, None]).float()), 1)
+        for p, s in zip(probs, chunk):
+            back = nn.functional.interpolate(p[None], size=s.shape, mode="bilinear", align_corners=False)[0]
+            out.append(back.numpy().astype(np.float32))
+    return out
+
+
+def lesion_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Label map from class probabilities.
+
+    Args:
+        probs: ``(K, ...)`` probabilities over `CLASSES`.
+        threshold: infection probability (``1 - p(background)``) at which a pixel is a lesion.
+
+    Returns:
+        uint8 map, same spatial shape: 0 background, 1 ground-glass, 2 consolidation (the
+        likelier of the two where infected).
+    """
+    infected = 1.0 - probs[0] >= threshold
+    return np.where(infected, 1 + np.argmax(probs[1:], axis=0), 0).astype(np.uint8)
+
+
+def _lesion_config(size: int, normalise: str) -> RecipeConfig:
+    """The card's description of a `LesionUNet` (not a classification recipe: not registered)."""
+    return RecipeConfig(
+        name="lesion-unet",
+        input=InputSpec(window="lung", selection="all", lung_crop=True, size=size, channels=1, normalise=normalise),
+        classes=CLASSES, unit="slice", aggregator="none",
+        params={"encoder": "efficientnet-lite0", "normalise": normalise, "decoder_channels": [96, 64, 48, 32]},
+    )
+
+
+def save_lesion_model(net: LesionUNet, out_dir: str | Path, *, size: int, normalise: str, threshold: float,
+                      **card_fields) -> Path:
+    """Write a lesion segmenter as a checkpoint folder (fp16 ``model.pt`` + ``metadata.json``).
+
+    Args:
+        net: the trained network.
+        out_dir: folder to write.
+        size: its input side.
+        normalise: its input normalisation.
+        threshold: infection probability threshold (chosen on validation).
+        **card_fields: further card entries (``training``, ``metrics``, ``limitations``, ...).
+
+    Returns:
+        The folder.
+    """
+    config = _lesion_config(size, normalise)
+    card = make_card(config, Path(out_dir).name, threshold=threshold, task="lesion-segmentation", **card_fields)
+    return save_checkpoint(net, card, out_dir, half=True)
+
+
+def load_lesion_model(name_or_path: str | Path = DEFAULT_LESION_MODEL) -> LoadedModel:
+    """Load a lesion segmenter for inference.
+
+    Args:
+        name_or_path: a bundled name (``"lesion-default"``) or a checkpoint folder.
+
+    Returns:
+        The model (``net`` a `LesionUNet` in eval mode; ``threshold`` from its card).
+
+    Raises:
+        ChestDxError: not found, or not a lesion segmenter.
+    """
+    path = resolve_model_path(name_or_path)
+    card = json.loads((path / CARD_FILE).read_text())
+    if card.get("task") != "lesion-segmentation":
+        raise ChestDxError(f"{name_or_path!r} is not a lesion segmenter (its card has no task 'lesion-segmentation'): "
+                           f"give {DEFAULT_LESION_MODEL!r} or a folder written by scripts/train_lesion.py")
+    config = RecipeConfig.from_dict(card["recipe"])
+    net = LesionUNet(encoder=False, normalise=config.input.normalise,
+                     decoder_channels=tuple(config.params["decoder_channels"]))
+    net.load_state_dict(_read_weights(path))
+    return LoadedModel(net=net.eval(), config=config, card=card, path=path)
