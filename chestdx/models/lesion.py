@@ -29,6 +29,7 @@ from chestdx.models.checkpoint import CARD_FILE, LoadedModel, _read_weights, mak
 from chestdx.models.registry import RecipeConfig
 from chestdx.models.recipes.ai_corona import EfficientNetClassifier
 from chestdx.preprocess.intensity import render_8bit
+from chestdx.preprocess.lungs import ASSUMED_FOV_MM
 from chestdx.preprocess.pipeline import study_lung_mask
 from chestdx.preprocess.resize import resize_slices
 from chestdx.preprocess.select import lung_bbox
@@ -188,3 +189,151 @@ def load_lesion_model(name_or_path: str | Path = DEFAULT_LESION_MODEL) -> Loaded
                      decoder_channels=tuple(config.params["decoder_channels"]))
     net.load_state_dict(_read_weights(path))
     return LoadedModel(net=net.eval(), config=config, card=card, path=path)
+
+
+@dataclass
+class LesionResult:
+    """Lesions of a study, aligned with ``study.pixels``.
+
+    Args:
+        labels: uint8 ``(z, y, x)``: 0 background, 1 ground-glass opacity, 2 consolidation.
+        lung_mask: bool ``(z, y, x)``: the lungs the lesions were restricted to.
+        segmented: int indices of the slices the network ran on (slices without lung are not
+            run; with ``max_slices`` the others take the labels of the nearest segmented slice).
+        threshold: the infection probability threshold used.
+        model: the segmenter's name.
+        warnings: what went differently (no lung found, slices sampled, ...).
+    """
+
+    labels: np.ndarray
+    lung_mask: np.ndarray
+    segmented: np.ndarray
+    threshold: float
+    model: str
+    warnings: list[str] = field(default_factory=list)
+
+    def lesion_pixels(self) -> np.ndarray:
+        """Returns: int ``(z,)``: lesion pixels per slice."""
+        return (self.labels > 0).sum(axis=(1, 2))
+
+    def key_slices(self, n: int = 3) -> np.ndarray:
+        """Args: n: how many. Returns: indices of the ``n`` slices with the most lesion (none without lesion)."""
+        area = self.lesion_pixels()
+        order = np.argsort(-area, kind="stable")[:n]
+        return order[area[order] > 0]
+
+
+def in_plane_mm(study: Study) -> float:
+    """Args: study: the study. Returns: its in-plane pixel size in mm (assumed from a typical field of view for 8-bit images)."""
+    if study.intensity == "hu":
+        return float(study.spacing[1])
+    return ASSUMED_FOV_MM / max(study.pixels.shape[1:])
+
+
+def _crop_box(lung_mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The lungs' bounding box over the study with a `LUNG_MARGIN` rim, or None without lungs."""
+    if not lung_mask.any():
+        return None
+    y0, y1, x0, x1 = lung_bbox(lung_mask)
+    h, w = lung_mask.shape[-2:]
+    dy, dx = round(LUNG_MARGIN * (y1 - y0)), round(LUNG_MARGIN * (x1 - x0))
+    return max(0, y0 - dy), min(h, y1 + dy), max(0, x0 - dx), min(w, x1 + dx)
+
+
+def _slice_probabilities(study: Study, model: LoadedModel, indices: np.ndarray, box: tuple[int, int, int, int],
+                         batch_size: int) -> np.ndarray:
+    """Class probabilities ``(n, K, y, x)`` of chosen slices, zero (background 1) outside the lung box."""
+    y0, y1, x0, x1 = box
+    rendered = render_8bit(study, "lung", slices=indices)[:, y0:y1, x0:x1]
+    probs = np.zeros((len(indices), len(CLASSES)) + study.pixels.shape[1:], dtype=np.float32)
+    probs[:, 0] = 1.0
+    probs[:, :, y0:y1, x0:x1] = predict_slices(model.net, list(rendered), model.config.input.size, batch_size)
+    return probs
+
+
+def lesion_heatmaps(study: Study, model: LoadedModel, indices, lung_mask: np.ndarray | None = None,
+                    batch_size: int = 8) -> np.ndarray:
+    """Infection probability of chosen slices: a heat map that points at lesions by construction.
+
+    The slices are cropped to the study's lungs as in `segment_study`; the map is zero outside
+    the crop. It is not restricted to the lung mask (callers that want that multiply by it).
+
+    Args:
+        study: the study.
+        model: a lesion segmenter (`load_lesion_model`).
+        indices: slice indices into ``study.pixels``.
+        lung_mask: the study's lung mask ``(z, y, x)`` if already computed.
+        batch_size: slices per forward pass.
+
+    Returns:
+        float32 ``(len(indices), y, x)`` in 0..1.
+    """
+    indices = np.atleast_1d(np.asarray(indices, dtype=int))
+    lung_mask = study_lung_mask(study) if lung_mask is None else lung_mask
+    box = _crop_box(lung_mask) or (0, study.pixels.shape[1], 0, study.pixels.shape[2])
+    return 1.0 - _slice_probabilities(study, model, indices, box, batch_size)[:, 0]
+
+
+def segment_study(study: Study, model: LoadedModel | None = None, *, lung_mask: np.ndarray | None = None,
+                  max_slices: int | None = None, batch_size: int = 8) -> LesionResult:
+    """Segment ground-glass opacity and consolidation in every lung slice of a CT study.
+
+    Steps: lung mask (`chestdx.preprocess.pipeline.study_lung_mask`, unless given); the slices
+    holding lung are rendered in the lung window, cropped to the study's lung box and run
+    through the segmenter; a pixel is a lesion where its infection probability reaches the
+    model's threshold; lesions farther than `LUNG_DILATION_MM` outside the lungs are dropped.
+
+    Args:
+        study: a CT study (volume or slice; HU or 8-bit).
+        model: a lesion segmenter; default `load_lesion_model()` (``lesion-default``).
+        lung_mask: the study's lung mask ``(z, y, x)`` if already computed.
+        max_slices: run the network on at most this many equidistant lung slices; every other
+            lung slice takes the labels of the nearest one run (within its own lung mask).
+            Volumes stay unbiased (systematic sampling), the label map coarser. None: all.
+        batch_size: slices per forward pass.
+
+    Returns:
+        The `LesionResult`, aligned with ``study.pixels``.
+
+    Raises:
+        ChestDxError: the study is an X-ray.
+
+    Example:
+        >>> result = segment_study(load_study("scan/"))
+        >>> quantify(result.lung_mask, result.labels, study.spacing)["chest"]["involvement_percent"]
+    """
+    if study.kind == "xray":
+        raise ChestDxError("lesion segmentation is for chest CT; this study is an X-ray")
+    model = model or load_lesion_model()
+    lung_mask = study_lung_mask(study) if lung_mask is None else np.asarray(lung_mask, bool)
+    if lung_mask.shape != study.pixels.shape:
+        raise ValueError(f"lung_mask shape {lung_mask.shape} does not match the study's {study.pixels.shape}")
+    labels = np.zeros(study.pixels.shape, dtype=np.uint8)
+    warnings: list[str] = []
+    lung_slices = np.flatnonzero(lung_mask.any(axis=(1, 2)))
+    box = _crop_box(lung_mask)
+    if box is None:
+        warnings.append("no lung found: nothing was segmented (is this a chest CT?)")
+        return LesionResult(labels, lung_mask, lung_slices, model.threshold, model.name, warnings)
+    run = lung_slices
+    if max_slices and len(lung_slices) > max_slices:
+        run = lung_slices[np.unique(np.linspace(0, len(lung_slices) - 1, max_slices).round().astype(int))]
+        warnings.append(f"the network ran on {len(run)} of {len(lung_slices)} lung slices; "
+                        "the others took the labels of the nearest one run")
+    allowed = _dilated_lungs(lung_mask, in_plane_mm(study))
+    for start in range(0, len(run), 32):  # bounded memory: probabilities of 32 slices at a time
+        chunk = run[start:start + 32]
+        probs = _slice_probabilities(study, model, chunk, box, batch_size)
+        labels[chunk] = [lesion_labels(p, model.threshold) for p in probs]
+    if len(run) < len(lung_slices):
+        nearest = run[np.abs(lung_slices[:, None] - run[None]).argmin(axis=1)]
+        labels[lung_slices] = labels[nearest]
+    labels[~allowed] = 0
+    return LesionResult(labels, lung_mask, run, model.threshold, model.name, warnings)
+
+
+def _dilated_lungs(lung_mask: np.ndarray, pixel_mm: float) -> np.ndarray:
+    """The lung mask grown in-plane by `LUNG_DILATION_MM`."""
+    radius = max(1, round(LUNG_DILATION_MM / pixel_mm))
+    disk = np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
+    return ndimage.binary_dilation(lung_mask, structure=disk[None])
