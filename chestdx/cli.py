@@ -121,6 +121,40 @@ def cmd_explain(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_segment(args: argparse.Namespace) -> None:
+    """Segment lesions of a CT study and quantify them; write a NIfTI label map, overlays and quantify.json."""
+    import time
+
+    from chestdx.io import load_study
+    from chestdx.models.lesion import DEFAULT_LESION_MODEL, load_lesion_model, measured_spacing, segment_study
+    from chestdx.models.quantify import quantify
+    from chestdx.outputs.segmentation import write_segmentation
+
+    study = load_study(args.study, series=_series_arg(args.series), progress=not args.quiet)
+    model = load_lesion_model(args.model or DEFAULT_LESION_MODEL)
+    started = time.perf_counter()
+    result = segment_study(study, model, max_slices=args.max_slices)
+    quantification = quantify(result.lung_mask, result.labels, measured_spacing(study))
+    report = write_segmentation(study, result, quantification, args.out, n_key_slices=args.slices,
+                                extra={"seconds": round(time.perf_counter() - started, 2),
+                                       "study": {k: study.summary()[k] for k in ("kind", "shape", "spacing", "intensity")}})
+    if args.json:
+        _print_json(report)
+        return
+    chest, unit = quantification["chest"], quantification["volume_unit"]
+    print(f"category    {chest['category']}   involvement {chest['involvement_percent']:.1f}%   "
+          f"severity score {chest['severity_score']}/30")
+    for side in ("right_lung", "left_lung"):
+        q = quantification[side]
+        print(f"{side.replace('_', ' '):11s} lung {q['lung_volume']:.1f} {unit}   lesion {q['lesion_volume']:.1f} {unit}   "
+              f"involvement {q['involvement_percent']:.1f}%   score {q['score']}/15")
+    print(f"lesions     ground-glass {chest['ground_glass_volume']:.1f} {unit}   "
+          f"consolidation {chest['consolidation_volume']:.1f} {unit}")
+    for warning in report["warnings"]:
+        print(f"warning     {warning}")
+    print(f"wrote       {args.out} (lesions.nii.gz, quantify.json, {len(report['files']['overlays'])} overlays)")
+
+
 def _records(spec: str, split: str | None = None) -> list:
     from chestdx.io.datasets import load_dataset
 
@@ -261,6 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--method", default="gradcam", choices=["cam", "gradcam", "gradcampp", "occlusion", "boxes"])
             p.add_argument("--target", help="class to explain (default: the decided class)")
+
+    p = sub.add_parser("segment", help="lesion segmentation and quantification of a CT study (NIfTI, overlays, JSON)")
+    p.add_argument("study")
+    p.add_argument("--out", required=True, help="output folder (lesions.nii.gz, quantify.json, slice_*.png)")
+    p.add_argument("--model", help="lesion segmenter: bundled name or checkpoint folder (default: lesion-default)")
+    p.add_argument("--series")
+    p.add_argument("--slices", type=int, default=3, help="overlays of this many slices with the most lesion")
+    p.add_argument("--max-slices", type=int, help="run the network on at most this many lung slices (faster)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("train", help="train a recipe; writes model.pt + metadata.json")
     p.add_argument("--recipe", required=True, help="recipe name (see `chestdx recipes`)")

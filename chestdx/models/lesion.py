@@ -223,11 +223,22 @@ class LesionResult:
         return order[area[order] > 0]
 
 
+def measured_spacing(study: Study) -> tuple[float, float, float] | None:
+    """The study's voxel spacing when its file recorded one (DICOM, NIfTI), else None (image files).
+
+    Args:
+        study: the study.
+
+    Returns:
+        ``(z, y, x)`` in mm, or None: volumes of such a study can only be counted in voxels.
+    """
+    return tuple(float(s) for s in study.spacing) if study.modality == "CT" else None
+
+
 def in_plane_mm(study: Study) -> float:
-    """Args: study: the study. Returns: its in-plane pixel size in mm (assumed from a typical field of view for 8-bit images)."""
-    if study.intensity == "hu":
-        return float(study.spacing[1])
-    return ASSUMED_FOV_MM / max(study.pixels.shape[1:])
+    """Args: study: the study. Returns: its in-plane pixel size in mm (from a typical field of view when unknown)."""
+    spacing = measured_spacing(study)
+    return spacing[1] if spacing else ASSUMED_FOV_MM / max(study.pixels.shape[1:])
 
 
 def _crop_box(lung_mask: np.ndarray) -> tuple[int, int, int, int] | None:
