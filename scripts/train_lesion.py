@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--max-minutes", type=float, default=45.0)
+    parser.add_argument("--max-minutes", type=float, default=45.0, help="budget in minutes of CPU time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--install", action="store_true", help=f"write the result to chestdx/weights/{DEFAULT_LESION_MODEL}")
     args = parser.parse_args(argv)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "split": "by slice, seeded (MedSeg has no patient ids)",
         "encoder": args.encoder, "size": args.size, "epochs_run": fit.history[-1]["epoch"],
         "epochs_planned": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "max_minutes": args.max_minutes, "seconds": fit.seconds, "best_epoch": fit.best_epoch,
+        "max_cpu_minutes": args.max_minutes, "cpu_seconds": fit.seconds, "best_epoch": fit.best_epoch,
         "selection": "EMA network with the best mean val infection Dice (threshold 0.5), scored every 5 epochs; "
                      "then the infection threshold with the best mean val Dice on a 0.2-0.8 grid",
         "cpu": "AMD EPYC (AVX2, no bf16), 1 torch thread",

@@ -200,7 +200,7 @@ class SegmenterFit:
         history: one dict per epoch (loss, seconds, learning rate, validation scores when scored).
         best_epoch: the epoch whose EMA network scored best on validation.
         val_scores: its validation scores (threshold 0.5).
-        seconds: training time, resumed runs included.
+        seconds: training CPU time, resumed runs included.
     """
 
     net: torch.nn.Module
@@ -231,7 +231,9 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
         weight_decay: AdamW weight decay.
         ema_decay: decay of the weight average that is scored and kept.
         eval_every: epochs between validation scores.
-        max_minutes: time budget; training stops when spent (the schedule follows it).
+        max_minutes: compute budget in minutes of this process's CPU time (a shared machine then
+            stretches the run instead of shortening it); training stops when it is spent, and the
+            learning-rate schedule follows it.
         seed: seed of weights, batches and augmentation.
 
     Returns:
@@ -261,11 +263,11 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             augment.set_random_state(int(rng.integers(2**31)))
-            log.info("resumed at epoch %d (%.0f s spent)", start_epoch, spent)
+            log.info("resumed at epoch %d (%.0f CPU s spent)", start_epoch, spent)
     budget = max_minutes * 60 if max_minutes else math.inf
     steps_per_epoch = math.ceil(len(train.names) / batch_size)
     for epoch in range(start_epoch, epochs):
-        started = time.time()
+        started, wall_started = time.process_time(), time.time()
         net.train()
         order = rng.permutation(len(train.names))
         losses = []
@@ -284,8 +286,9 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
             optimiser.step()
             ema.update_parameters(net)
             losses.append(loss.item())
-        spent += time.time() - started
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": rate, "seconds": round(spent, 1)}
+        spent += time.process_time() - started
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": rate, "cpu_seconds": round(spent, 1),
+               "wall_seconds": round(time.time() - wall_started, 1)}
         last = epoch + 1 == epochs or spent >= budget
         if (epoch + 1) % eval_every == 0 or last:
             ema.module.eval()
