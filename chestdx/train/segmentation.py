@@ -4,7 +4,7 @@ A few dozen labelled slices are all there is, so augmentation is heavy (quarter 
 since MedSeg slices are stored transposed; affine; gamma, contrast, noise, blur), the weights
 are averaged (EMA) and the averaged network is scored on the validation slices every few
 epochs; the best of those is kept. The learning rate follows a cosine over whichever runs
-out first, the epochs or the time budget, so a run stopped by its budget still ends cold.
+out first, the epochs or the CPU-time budget, so a run stopped by its budget still ends cold.
 Runs are resumable: the state is saved after every epoch.
 """
 
