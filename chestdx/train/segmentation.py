@@ -214,7 +214,7 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
                   encoder: bool | str = "ct-moco-lite0", normalise: str = "unit", size: int = 288,
                   epochs: int = 100, batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 1e-4,
                   ema_decay: float = 0.98, eval_every: int = 5, max_minutes: float | None = None,
-                  seed: int = 0) -> SegmenterFit:
+                  max_wall_minutes: float | None = None, seed: int = 0) -> SegmenterFit:
     """Train a `LesionUNet`; keep the EMA network that scores best on ``val`` (infection Dice).
 
     Args:
@@ -234,6 +234,7 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
         max_minutes: compute budget in minutes of this process's CPU time (a shared machine then
             stretches the run instead of shortening it); training stops when it is spent, and the
             learning-rate schedule follows it.
+        max_wall_minutes: a wall-clock budget as well (whichever is spent first ends the run).
         seed: seed of weights, batches and augmentation.
 
     Returns:
@@ -250,7 +251,7 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
     rng = np.random.default_rng(seed)
     history: list[dict] = []
     best = {"epoch": 0, "dice": -1.0, "scores": {}}
-    spent, start_epoch = 0.0, 0
+    spent, wall, start_epoch = 0.0, 0.0, 0
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -260,11 +261,13 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
             ema.load_state_dict(state["ema"])
             optimiser.load_state_dict(state["optimiser"])
             history, best, spent, start_epoch = state["history"], state["best"], state["seconds"], state["epoch"]
+            wall = state.get("wall_seconds", spent)
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             augment.set_random_state(int(rng.integers(2**31)))
             log.info("resumed at epoch %d (%.0f CPU s spent)", start_epoch, spent)
     budget = max_minutes * 60 if max_minutes else math.inf
+    wall_budget = max_wall_minutes * 60 if max_wall_minutes else math.inf
     steps_per_epoch = math.ceil(len(train.names) / batch_size)
     for epoch in range(start_epoch, epochs):
         started, wall_started = time.process_time(), time.time()
@@ -272,7 +275,7 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
         order = rng.permutation(len(train.names))
         losses = []
         for step in range(steps_per_epoch):
-            progress = max((epoch + step / steps_per_epoch) / epochs, spent / budget)
+            progress = max((epoch + step / steps_per_epoch) / epochs, spent / budget, wall / wall_budget)
             rate = lr * min(1.0, progress / 0.03) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
             for group in optimiser.param_groups:
                 group["lr"] = rate
@@ -287,9 +290,10 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
             ema.update_parameters(net)
             losses.append(loss.item())
         spent += time.process_time() - started
+        wall += time.time() - wall_started
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": rate, "cpu_seconds": round(spent, 1),
                "wall_seconds": round(time.time() - wall_started, 1)}
-        last = epoch + 1 == epochs or spent >= budget
+        last = epoch + 1 == epochs or spent >= budget or wall >= wall_budget
         if (epoch + 1) % eval_every == 0 or last:
             ema.module.eval()
             scores = score_segmenter(ema.module, val, size)
@@ -304,7 +308,7 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
         log.info("epoch %s", row)
         if out is not None:
             torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                        "history": history, "best": best, "seconds": spent, "epoch": epoch + 1,
+                        "history": history, "best": best, "seconds": spent, "wall_seconds": wall, "epoch": epoch + 1,
                         "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, out / STATE_FILE)
         if last:
             break
