@@ -66,3 +66,40 @@ def mean_scores(rows: list[dict]) -> dict:
         out[key] = float(np.mean(values)) if values else None
         out[f"n_{key}"] = len(values)
     return out
+
+
+INFNET_THRESHOLDS = np.linspace(1.0, 0.0, 256)
+"""Inf-Net's evaluation thresholds (MATLAB ``1:-1/255:0``)."""
+
+
+def infnet_mean_scores(maps: list[np.ndarray], truths: list[np.ndarray]) -> dict:
+    """Scores as Inf-Net's MATLAB evaluation tool computes them (``EvaluationTool/main.m``).
+
+    Each map is min-max scaled to 0..1 per image; Dice, sensitivity and specificity are
+    computed at each of 256 thresholds (pixels >= threshold), averaged over images, then
+    over thresholds (``meanDic``, ``meanSen``, ``meanSpe``); MAE is the mean absolute error
+    of the scaled map. Every image counts, also those whose ground truth is empty.
+
+    Args:
+        maps: probability maps ``(h, w)``, one per image.
+        truths: bool ground-truth masks, same shapes.
+
+    Returns:
+        ``dice``, ``sensitivity``, ``specificity``, ``mae`` and ``n``.
+    """
+    dices, sens, specs, maes = [], [], [], []
+    for heat, truth in zip(maps, truths):
+        truth = np.asarray(truth, bool)
+        low, high = float(heat.min()), float(heat.max())
+        scaled = (heat - low) / (high - low) if high > low else np.zeros_like(heat, dtype=np.float64)
+        positives, negatives = np.sort(scaled[truth]), np.sort(scaled[~truth])
+        tp = len(positives) - np.searchsorted(positives, INFNET_THRESHOLDS, side="left")
+        fp = len(negatives) - np.searchsorted(negatives, INFNET_THRESHOLDS, side="left")
+        fn, tn = len(positives) - tp, len(negatives) - fp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dices.append(np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 1.0))
+            sens.append(tp / len(positives) if len(positives) else np.ones(len(tp)))
+            specs.append(tn / len(negatives) if len(negatives) else np.ones(len(tn)))
+        maes.append(float(np.abs(scaled - truth).mean()))
+    return {"dice": float(np.mean(dices)), "sensitivity": float(np.mean(sens)), "specificity": float(np.mean(specs)),
+            "mae": float(np.mean(maes)), "n": len(maps)}
