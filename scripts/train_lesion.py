@@ -4,7 +4,8 @@ The 50 MedSeg train slices are split once (seeded, written into the card): 10 va
 training. MedSeg gives no patient ids (the 100 slices come from about 40 patients), so the split
 is by slice and neighbouring slices of one patient may sit on both sides: validation is optimistic.
 After training, the infection threshold is chosen on validation and the checkpoint is written;
-the 48 test slices are not read here (``benchmarks/segmentation.py`` reads them once).
+the 48 test slices are not read here (``benchmarks/segmentation.py`` reads them once). Running
+the script again on a finished run only re-selects the threshold and rewrites the checkpoint.
 
     nohup nice -n 5 env PYTHONPATH=$PWD python scripts/train_lesion.py --out runs/lesion \
         --max-minutes 45 --install > runs/lesion.log 2>&1 &
@@ -27,6 +28,18 @@ from chestdx.train.segmentation import choose_threshold, fit_segmenter, read_med
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medseg-covid-infection"
 VAL_SLICES = 10
+LIMITATIONS = [
+    "Trained on 40 slices and validated on 10 slices of one public set (MedSeg / SIRM, Italy; COVID-19 only), "
+    "split by slice because the set has no patient ids: validation figures are optimistic.",
+    "No normal lungs and no other pneumonia in training: lesions are found wherever the slice looks like "
+    "the training lesions, so false positives on normal slices and on other diseases are expected "
+    "(benchmarks/segmentation.py reports MosMed CT-0 slices).",
+    "Input: one 8-bit lung-window slice (-600/1500), cropped to the lungs. HU studies are rendered with that "
+    "window; 8-bit images rendered with another window must be re-windowed first (MosMed's must).",
+    "2-D, slice by slice: no 3-D consistency. The ground-glass / consolidation split is less reliable than "
+    "infection vs background.",
+    "Research use only; not a medical device.",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": "AMD EPYC (AVX2, no bf16), 1 torch thread",
     }
     out = BUNDLED_DIR / DEFAULT_LESION_MODEL if args.install else args.out / "model"
-    save_lesion_model(fit.net, out, size=args.size, normalise=normalise, threshold=threshold,
-                      training=training, metrics={"val": val_scores, "val_threshold_0.5": fit.val_scores})
+    save_lesion_model(fit.net, out, size=args.size, normalise=normalise, threshold=threshold, training=training,
+                      metrics={"val": val_scores, "val_threshold_0.5": fit.val_scores}, limitations=LIMITATIONS)
     (args.out / "history.json").write_text(json.dumps(fit.history, indent=1))
     logging.info("wrote %s", out)
     return 0

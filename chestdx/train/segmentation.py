@@ -270,6 +270,8 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
     wall_budget = max_wall_minutes * 60 if max_wall_minutes else math.inf
     steps_per_epoch = math.ceil(len(train.names) / batch_size)
     for epoch in range(start_epoch, epochs):
+        if spent >= budget or wall >= wall_budget:  # a finished run resumed: nothing left to train
+            break
         started, wall_started = time.process_time(), time.time()
         net.train()
         order = rng.permutation(len(train.names))
