@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from chestdx.models.checkpoint import BUNDLED_DIR
-from chestdx.models.lesion import DEFAULT_LESION_MODEL, predict_slices, save_lesion_model
+from chestdx.models.lesion import DEFAULT_LESION_MODEL, export_lesion_onnx, predict_slices, save_lesion_model
 from chestdx.train.segmentation import choose_threshold, fit_segmenter, read_medseg, score_segmenter
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medseg-covid-infection"
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     out = BUNDLED_DIR / DEFAULT_LESION_MODEL if args.install else args.out / "model"
     save_lesion_model(fit.net, out, size=args.size, normalise=normalise, threshold=threshold, training=training,
                       metrics={"val": val_scores, "val_threshold_0.5": fit.val_scores}, limitations=LIMITATIONS)
+    export_lesion_onnx(fit.net, out, args.size)
     (args.out / "history.json").write_text(json.dumps(fit.history, indent=1))
     logging.info("wrote %s", out)
     return 0

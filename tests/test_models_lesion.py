@@ -23,6 +23,7 @@ from chestdx.models.checkpoint import BUNDLED_DIR
 from chestdx.models.lesion import (
     DEFAULT_LESION_MODEL,
     LesionUNet,
+    export_lesion_onnx,
     lesion_heatmaps,
     lesion_labels,
     load_lesion_model,
@@ -171,3 +172,17 @@ def test_bundled_model_segments_a_real_test_slice(shared_data):
     result = segment_study(study, model)
     assert result.labels.shape == (1,) + truth.shape
     assert dice(result.labels[0] > 0, truth) > 0.5
+
+
+def test_onnx_export_gives_the_same_probabilities(tmp_path):
+    torch.manual_seed(0)
+    net = LesionUNet(encoder=False).eval()
+    folder = save_lesion_model(net, tmp_path / "m", size=64, normalise="unit", threshold=0.5)
+    export_lesion_onnx(net, folder, 64)
+    model = load_lesion_model(folder)
+    assert len(model.sessions) == 1
+    slices = [np.random.default_rng(1).integers(0, 256, (50, 70)).astype(np.uint8)]
+    with_torch = predict_slices(model.net, slices, 64)[0]
+    with_onnx = predict_slices(model.net, slices, 64, session=model.sessions[0])[0]
+    assert with_onnx.shape == (3, 50, 70)
+    assert np.abs(with_torch - with_onnx).max() < 1e-3

@@ -25,7 +25,16 @@ from torch import nn
 
 from chestdx.errors import ChestDxError
 from chestdx.io.study import Study
-from chestdx.models.checkpoint import CARD_FILE, LoadedModel, _read_weights, make_card, resolve_model_path, save_checkpoint
+from chestdx.models.checkpoint import (
+    CARD_FILE,
+    ONNX_FILE,
+    LoadedModel,
+    _onnx_session,
+    _read_weights,
+    make_card,
+    resolve_model_path,
+    save_checkpoint,
+)
 from chestdx.models.registry import RecipeConfig
 from chestdx.models.recipes.ai_corona import EfficientNetClassifier
 from chestdx.preprocess.intensity import render_8bit
@@ -98,7 +107,8 @@ class LesionUNet(nn.Module):
         return self.head(self.decoder(features, skip_connect=len(features) - 2))
 
 
-def predict_slices(net: nn.Module, slices: list[np.ndarray], size: int, batch_size: int = 8) -> list[np.ndarray]:
+def predict_slices(net: nn.Module, slices: list[np.ndarray], size: int, batch_size: int = 8,
+                   session=None) -> list[np.ndarray]:
     """Class probabilities of 8-bit slices, each returned at its own size.
 
     Args:
@@ -106,6 +116,8 @@ def predict_slices(net: nn.Module, slices: list[np.ndarray], size: int, batch_si
         slices: 2-D uint8 (or 0-255 float) arrays, already cropped to the lungs; sizes may differ.
         size: the network's input side (slices are stretched to ``size`` x ``size``).
         batch_size: slices per forward pass.
+        session: an ONNX Runtime session of the same network (``model.onnx``; about twice as
+            fast on CPU, same outputs), used instead of ``net`` when given.
 
     Returns:
         float32 ``(K, h, w)`` probabilities per slice (softmax over `CLASSES`).
@@ -114,8 +126,13 @@ def predict_slices(net: nn.Module, slices: list[np.ndarray], size: int, batch_si
     for start in range(0, len(slices), batch_size):
         chunk = slices[start:start + batch_size]
         x = np.stack([resize_slices(np.asarray(s, np.float32)[None], size, keep_aspect=False)[0] for s in chunk]) / 255.0
-        with torch.inference_mode():
-            probs = torch.softmax(net(torch.from_numpy(x[:, None]).float()), 1)
+        x = np.ascontiguousarray(x[:, None], dtype=np.float32)
+        if session is not None:
+            logits = torch.from_numpy(session.run(None, {"x": x})[0])
+        else:
+            with torch.inference_mode():
+                logits = net(torch.from_numpy(x))
+        probs = torch.softmax(logits, 1)
         for p, s in zip(probs, chunk):
             back = nn.functional.interpolate(p[None], size=s.shape, mode="bilinear", align_corners=False)[0]
             out.append(back.numpy().astype(np.float32))
@@ -167,6 +184,23 @@ def save_lesion_model(net: LesionUNet, out_dir: str | Path, *, size: int, normal
     return save_checkpoint(net, card, out_dir, half=True)
 
 
+def export_lesion_onnx(net: LesionUNet, out_dir: str | Path, size: int) -> Path:
+    """Write ``model.onnx`` (input ``x`` (n, 1, size, size) in 0-1, output ``logits``) beside the weights.
+
+    Args:
+        net: the network.
+        out_dir: its checkpoint folder.
+        size: its input side (the decoder's shapes are traced for that size).
+
+    Returns:
+        The file.
+    """
+    path = Path(out_dir) / ONNX_FILE
+    torch.onnx.export(net.eval(), torch.zeros(1, 1, size, size), path, input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    return path
+
+
 def load_lesion_model(name_or_path: str | Path = DEFAULT_LESION_MODEL) -> LoadedModel:
     """Load a lesion segmenter for inference.
 
@@ -174,7 +208,8 @@ def load_lesion_model(name_or_path: str | Path = DEFAULT_LESION_MODEL) -> Loaded
         name_or_path: a bundled name (``"lesion-default"``) or a checkpoint folder.
 
     Returns:
-        The model (``net`` a `LesionUNet` in eval mode; ``threshold`` from its card).
+        The model (``net`` a `LesionUNet` in eval mode; ``threshold`` from its card; ``sessions``
+        holding an ONNX Runtime session when the folder has ``model.onnx``).
 
     Raises:
         ChestDxError: not found, or not a lesion segmenter.
@@ -188,7 +223,8 @@ def load_lesion_model(name_or_path: str | Path = DEFAULT_LESION_MODEL) -> Loaded
     net = LesionUNet(encoder=False, normalise=config.input.normalise,
                      decoder_channels=tuple(config.params["decoder_channels"]))
     net.load_state_dict(_read_weights(path))
-    return LoadedModel(net=net.eval(), config=config, card=card, path=path)
+    sessions = [_onnx_session(path / ONNX_FILE)] if (path / ONNX_FILE).is_file() else []
+    return LoadedModel(net=net.eval(), config=config, card=card, path=path, sessions=sessions)
 
 
 @dataclass
@@ -258,7 +294,8 @@ def _slice_probabilities(study: Study, model: LoadedModel, indices: np.ndarray, 
     rendered = render_8bit(study, "lung", slices=indices)[:, y0:y1, x0:x1]
     probs = np.zeros((len(indices), len(CLASSES)) + study.pixels.shape[1:], dtype=np.float32)
     probs[:, 0] = 1.0
-    probs[:, :, y0:y1, x0:x1] = predict_slices(model.net, list(rendered), model.config.input.size, batch_size)
+    session = model.sessions[0] if model.sessions else None
+    probs[:, :, y0:y1, x0:x1] = predict_slices(model.net, list(rendered), model.config.input.size, batch_size, session)
     return probs
 
 
