@@ -16,10 +16,13 @@ Two readings of every map:
     the number of slices whose maximum lies inside the (dilated) lung region.
 Slices whose infection mask is empty are skipped (and counted). ``boxes`` runs only on
 models that propose lesion boxes (recipe dre-net); methods a model does not support are
-dropped with the reason.
+dropped with the reason. ``lesion`` is not a classifier explanation: it is the infection
+probability of the lesion segmenter ``--lesion-model`` (``chestdx.models.lesion.lesion_heatmaps``),
+a map that points at lesions by construction.
 
 Usage:
-    python benchmarks/localisation.py [--model ct-default] [--methods cam,gradcam,gradcampp,occlusion,boxes]
+    python benchmarks/localisation.py [--model ct-default] [--methods cam,gradcam,gradcampp,occlusion,boxes,lesion]
+        [--lesion-model lesion-default]
         [--limit N] [--threads 2] [--patch 48 --stride 24] [--figure docs/img/localisation_overlays.png]
 """
 
@@ -42,12 +45,15 @@ from chestdx.explain.maps import METHODS, explain_slices, map_to_original
 from chestdx.explain.overlay import figure_grid
 from chestdx.io import load_study
 from chestdx.io.images import natural_key
+from chestdx.models.lesion import lesion_heatmaps, load_lesion_model
 from chestdx.models.loading import load_model
 from chestdx.models.predict import study_probabilities
 from chestdx.preprocess.lungs import segment_lungs
 from chestdx.preprocess.pipeline import prepare_study
 
 BASELINES = ("random", "lung-centre")
+LESION = "lesion"
+"""The lesion segmenter's map, scored beside the classifier's explanations."""
 TOLERANCE_PX = 15
 READINGS = ("lung-restricted", "unrestricted")
 
@@ -105,7 +111,7 @@ def supported(model, prepared, methods: list[str], target: int) -> tuple[list[st
     """
     usable, notes = [], []
     for method in methods:
-        if method == "occlusion":  # any classifier; trying it here would only cost time
+        if method in ("occlusion", LESION):  # any classifier / not the classifier's: trying would only cost time
             usable.append(method)
             continue
         try:
@@ -140,6 +146,7 @@ def run(args: argparse.Namespace) -> dict:
     if "covid" not in classes:
         raise ChestDxError(f"model {model.name!r} has no class 'covid' (classes {classes}): choose a COVID-19 model")
     target = classes.index("covid")
+    segmenter = load_lesion_model(args.lesion_model) if LESION in args.methods else None
     root = Path(args.data) / "test"
     rng = np.random.default_rng(args.seed)
     methods, notes, skipped, shown = None, [], 0, []
@@ -168,7 +175,12 @@ def run(args: argparse.Namespace) -> dict:
         p_covid.append(float(study_probabilities(model, prepared)[1][0, target]))
         maps = {"random": random_map(lesion.shape, rng), "lung-centre": lung_centre_prior(lungs)}
         for method in methods:
-            maps[method], spent = explain_one(model, prepared, method, target, args.patch, args.stride)
+            if method == LESION:
+                t0 = time.perf_counter()
+                maps[method] = lesion_heatmaps(study, segmenter, [0], lung_mask=lungs[None])[0]
+                spent = time.perf_counter() - t0
+            else:
+                maps[method], spent = explain_one(model, prepared, method, target, args.patch, args.stride)
             seconds[method].append(spent)
         restricted = {name: within(maps[name], region) for name in names}
         for reading, maps_read, area in (("lung-restricted", restricted, region), ("unrestricted", maps, None)):
@@ -254,7 +266,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/medseg-covid-infection")
     parser.add_argument("--model", default="ct-default", help="bundled model name or checkpoint folder")
-    parser.add_argument("--methods", default=",".join(METHODS), type=lambda s: s.split(","))
+    parser.add_argument("--methods", default=",".join(METHODS + (LESION,)), type=lambda s: s.split(","))
+    parser.add_argument("--lesion-model", default="lesion-default", help="lesion segmenter for the lesion method")
     parser.add_argument("--limit", type=int, help="only the first N slices (numeric order)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--patch", type=int, default=48, help="occlusion patch side, pixels at model input size")
@@ -265,9 +278,9 @@ def main() -> None:
     parser.add_argument("--figure-methods", default="gradcam,occlusion", type=lambda s: s.split(","))
     parser.add_argument("--figure-slices", type=int, default=4)
     args = parser.parse_args()
-    unknown = set(args.methods) - set(METHODS)
+    unknown = set(args.methods) - set(METHODS + (LESION,))
     if unknown:
-        parser.error(f"unknown methods {sorted(unknown)}: choose from {', '.join(METHODS)}")
+        parser.error(f"unknown methods {sorted(unknown)}: choose from {', '.join(METHODS + (LESION,))}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     out = run(args)

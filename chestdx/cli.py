@@ -133,6 +133,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from chestdx.outputs.prediction import prediction_record, prediction_text
 
     diagnosis = _diagnose(args)
+    if args.quantify:
+        from chestdx.pipeline import quantify_lesions
+
+        quantify_lesions(diagnosis, max_slices=args.quantify_slices)
     path = None
     if args.explain:
         from chestdx.outputs.explanations import write_study_explanation
@@ -169,6 +173,40 @@ def cmd_node(args: argparse.Namespace) -> None:
     peer = Peer.parse(args.return_to) if args.return_to else None
     DicomNode(args.store_dir, ae_title=args.ae_title, host=args.host, port=args.port, return_to=peer, model=args.model,
               quiet_seconds=args.complete_after).serve_forever()
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    """Segment lesions of a CT study and quantify them; write a NIfTI label map, overlays and quantify.json."""
+    import time
+
+    from chestdx.io import load_study
+    from chestdx.models.lesion import DEFAULT_LESION_MODEL, load_lesion_model, measured_spacing, segment_study
+    from chestdx.models.quantify import quantify
+    from chestdx.outputs.segmentation import write_segmentation
+
+    study = load_study(args.study, series=_series_arg(args.series), progress=not args.quiet)
+    model = load_lesion_model(args.model or DEFAULT_LESION_MODEL)
+    started = time.perf_counter()
+    result = segment_study(study, model, max_slices=args.max_slices)
+    quantification = quantify(result.lung_mask, result.labels, measured_spacing(study))
+    report = write_segmentation(study, result, quantification, args.out, n_key_slices=args.slices,
+                                extra={"seconds": round(time.perf_counter() - started, 2),
+                                       "study": {k: study.summary()[k] for k in ("kind", "shape", "spacing", "intensity")}})
+    if args.json:
+        _print_json(report)
+        return
+    chest, unit = quantification["chest"], quantification["volume_unit"]
+    print(f"category    {chest['category']}   involvement {chest['involvement_percent']:.1f}%   "
+          f"severity score {chest['severity_score']}/30")
+    for side in ("right_lung", "left_lung"):
+        q = quantification[side]
+        print(f"{side.replace('_', ' '):11s} lung {q['lung_volume']:.1f} {unit}   lesion {q['lesion_volume']:.1f} {unit}   "
+              f"involvement {q['involvement_percent']:.1f}%   score {q['score']}/15")
+    print(f"lesions     ground-glass {chest['ground_glass_volume']:.1f} {unit}   "
+          f"consolidation {chest['consolidation_volume']:.1f} {unit}")
+    for warning in report["warnings"]:
+        print(f"warning     {warning}")
+    print(f"wrote       {args.out} (lesions.nii.gz, quantify.json, {len(report['files']['overlays'])} overlays)")
 
 
 def _records(spec: str, split: str | None = None) -> list:
@@ -455,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-slices", type=int, default=24)
     p.set_defaults(func=cmd_preview)
 
-    methods = ["cam", "gradcam", "gradcampp", "occlusion", "boxes"]
+    methods = ["cam", "gradcam", "gradcampp", "occlusion", "boxes", "lesion"]
     for name, func, text in (("predict", cmd_predict, "diagnose a study: class probabilities, decision, slices that drove it"),
                              ("explain", cmd_explain, "heat maps of the slices that drove the decision")):
         p = command(name, help=text)
@@ -471,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--top", type=int, default=5, help="how many top slices to list")
             p.add_argument("--explain", choices=methods, help="also write heat maps with this method (needs --out; "
                            "boxes: dre-net models only)")
+            p.add_argument("--quantify", action="store_true", help="also segment lesions (lesion-default) and report "
+                           "lung/lesion volumes, involvement, severity score and CT-0..CT-4 (CT only; slower)")
+            p.add_argument("--quantify-slices", type=int, help="run the lesion segmenter on at most this many lung "
+                                                               "slices (faster; see `chestdx segment --max-slices`)")
             p.add_argument("--dicom-out", help="also write a DICOM SR, key-slice secondary captures and a lung "
                                                "segmentation (de-identified) into this folder")
         else:
@@ -488,6 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--complete-after", type=float, default=10.0,
                    help="seconds without a new instance after which a series is complete")
     p.set_defaults(func=cmd_node)
+
+    p = command("segment", help="lesion segmentation and quantification of a CT study (NIfTI, overlays, JSON)")
+    p.add_argument("study")
+    p.add_argument("--out", required=True, help="output folder (lesions.nii.gz, quantify.json, slice_*.png)")
+    p.add_argument("--model", help="lesion segmenter: bundled name or checkpoint folder (default: lesion-default)")
+    p.add_argument("--series", help=series_help)
+    p.add_argument("--slices", type=int, default=3, help="overlays of this many slices with the most lesion")
+    p.add_argument("--max-slices", type=int, help="run the network on at most this many lung slices (faster)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_segment)
 
     p = command("train", help="train a recipe; writes model.pt + metadata.json")
     p.add_argument("--recipe", help="recipe name with its default config (see `chestdx recipes`)")

@@ -120,3 +120,30 @@ def test_ct_default_is_a_variant_that_train_reproduces(monkeypatch, tmp_path):
     assert main(["--quiet", "train", "--variant", "ct-default", "--data", "folder:x", "--out", str(tmp_path)]) == 0
     assert seen["config"].to_dict() == variant.config.to_dict()
     assert main(["--quiet", "train", "--data", "folder:x", "--out", str(tmp_path)]) == 2
+
+
+def test_predict_quantifies_lesions_and_explains_with_the_segmenter(study_dir, tmp_path, monkeypatch, capsys):
+    lungs = _count(monkeypatch, preprocess_module, "segment_lungs")
+    assert main(["--quiet", "predict", str(study_dir), "--json", "--quantify", "--quantify-slices", "6",
+                 "--explain", "lesion", "--slices", "2", "--out", str(tmp_path / "maps")]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    q = answer["quantification"]
+    assert q["model"] == "lesion-default" and q["chest"]["category"] in {f"CT-{k}" for k in range(5)}
+    assert 0 <= q["chest"]["involvement_percent"] <= 100 and 0 <= q["chest"]["severity_score"] <= 30
+    assert {"lesions", "explain"} <= set(answer["timing_s"]) and len(lungs) == 1  # the lungs are segmented once
+    shown = json.loads((tmp_path / "maps" / "explain.json").read_text())
+    assert shown["method"] == "lesion" and len(shown["slices"]) == 2
+    heat = np.load(tmp_path / "maps" / shown["slices"][0]["heatmap"])
+    assert heat.shape == (160, 160) and 0 <= heat.min() and heat.max() <= 1
+
+
+def test_quantification_is_refused_for_an_xray(tmp_path):
+    from PIL import Image
+
+    from chestdx.errors import ChestDxError
+    from chestdx.pipeline import quantify_lesions
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128), dtype=np.uint8)).save(tmp_path / "x.png")
+    d = diagnose(load_study(tmp_path / "x.png", kind="xray", progress=False), load_model(kind="xray"))
+    with pytest.raises(ChestDxError, match="for chest CT"):
+        quantify_lesions(d)

@@ -71,3 +71,30 @@ def read_nifti(path: Path, *, kind: str | None, source: str) -> Study:
     metadata = {"format": "NIfTI", "orientation": "".join(nib.aff2axcodes(img.affine))}
     study_kind = kind or ("ct-volume" if len(volume) > 1 else "ct-slice")
     return Study(volume, intensity, spacing, "CT", study_kind, source, None, positions, metadata, warnings)
+
+
+def write_nifti(volume: np.ndarray, spacing: tuple[float, float, float], path: str | Path, z_origin: float = 0.0) -> Path:
+    """Write a ``(z, y, x)`` array laid out as chestdx reads studies: the inverse of `read_nifti`.
+
+    The file is RAS+ (feet to head, right to left columns flipped back, anterior to posterior
+    rows flipped back) with the given spacing, so ``read_nifti`` returns the array unchanged and
+    a viewer lays it over a NIfTI study read by chestdx. For DICOM studies the orientation is the
+    axial radiological one chestdx reads them in; the in-plane origin is not recorded.
+
+    Args:
+        volume: ``(z, y, x)`` array (a label map: uint8).
+        spacing: voxel spacing ``(z, y, x)`` in mm.
+        path: ``.nii`` or ``.nii.gz`` file to write.
+        z_origin: position (mm) of the first slice along z.
+
+    Returns:
+        The path.
+    """
+    data = np.ascontiguousarray(np.asarray(volume)[:, ::-1, ::-1].transpose(2, 1, 0))
+    affine = np.diag([float(spacing[2]), float(spacing[1]), float(spacing[0]), 1.0])
+    affine[2, 3] = z_origin
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    nib.save(image, str(path))
+    return Path(path)

@@ -30,7 +30,7 @@ INTENDED_USE = "Research only. Not a medical device; not for clinical diagnosis 
 _SPLIT_FIELDS = ("level", "n")
 # What a split's metric entries may be called (``"<name>[<class>]"`` for one class's figure);
 # anything else in a split (fold tables, thresholds, notes) is kept as a detail.
-METRIC_NAMES = frozenset({"auc", "macro_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1",
+METRIC_NAMES = frozenset({"auc", "macro_auc", "accuracy", "sensitivity", "specificity", "precision", "npv", "f1", "dice", "mae",
                           "kappa", "ece", "brier"})
 
 

@@ -1,1 +1,2 @@
-"""Outputs of a diagnosis, one module per form: the prediction record (JSON and text) and the explanation files."""
+"""Outputs of a diagnosis, one module per form: the prediction record (JSON and text), explanation files,
+DICOM objects, and lesion label maps with their quantification."""

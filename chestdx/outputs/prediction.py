@@ -41,6 +41,7 @@ def prediction_record(diagnosis: Diagnosis, top_k: int = 5) -> dict:
         "top_slices": [{"index": i, "score": round(p, 4)} for i, p in diagnosis.top_slices(top_k)],
         "timing_s": timing,
         "warnings": list(diagnosis.warnings),
+        **({"quantification": diagnosis.quantification} if diagnosis.quantification else {}),
     }
 
 
@@ -56,6 +57,10 @@ def prediction_text(record: dict) -> str:
     lines.append(f"slices used {len(used)}" + (f" ({used[0]}..{used[-1]})" if used else ""))
     lines.append("top slices  " + ", ".join(f"{s['index']} ({s['score']:.2f})" for s in record["top_slices"]))
     lines.append("timing s    " + "   ".join(f"{k} {v:.2f}" for k, v in record["timing_s"].items()))
+    if record.get("quantification"):
+        chest = record["quantification"]["chest"]
+        lines.append(f"lesions     {chest['category']}   involvement {chest['involvement_percent']:.1f}%   "
+                     f"severity score {chest['severity_score']}/30   ({record['quantification']['model']})")
     lines += [f"warning     {w}" for w in record["warnings"]]
     if record["limitations"]:
         lines.append(f"limitation  {record['limitations'][0]}")

@@ -69,6 +69,8 @@ class Diagnosis:
             ``explain_setup`` and ``explain``).
         warnings: what the reader, the preprocessing and the model card's fingerprint flagged.
         explanation: the explanation, once ``explain`` has run.
+        quantification: lung and lesion volumes, involvement, severity score and CT-0..CT-4
+            category, once ``quantify_lesions`` has run (`chestdx.models.quantify.quantify`).
     """
 
     study: Study
@@ -81,6 +83,7 @@ class Diagnosis:
     timing: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     explanation: StudyExplanation | None = None
+    quantification: dict | None = None
 
     @property
     def decision_index(self) -> int:
@@ -163,7 +166,8 @@ def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | 
 
     Args:
         diagnosis: the diagnosis.
-        method: ``"cam"``, ``"gradcam"``, ``"gradcampp"``, ``"occlusion"`` or ``"boxes"``.
+        method: ``"cam"``, ``"gradcam"``, ``"gradcampp"``, ``"occlusion"``, ``"boxes"``, or
+            ``"lesion"`` (the lesion segmenter's infection probability, not the classifier's evidence).
         n_slices: how many slices to explain.
         target: class name to explain (default: the decision).
         restrict_to_lungs: zero the map outside the (slightly dilated) lung mask when the
@@ -180,7 +184,8 @@ def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | 
     from chestdx.explain.maps import boxes_to_original, explain_slices, map_to_original
 
     model, prepared = diagnosis.model, diagnosis.prepared
-    net = model.net
+    lesion_model = _lesion_model() if method == "lesion" else None
+    net = None if lesion_model else model.net
     t0 = time.perf_counter()
     classes = list(model.config.classes)
     name = target or diagnosis.decision
@@ -189,11 +194,17 @@ def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | 
     cls = classes.index(name)
     rows = diagnosis.ranked_rows if cls == diagnosis.decision_index else rank_rows(prepared, diagnosis.slice_probs, cls)
     rows = rows[:max(1, n_slices)]
-    result = explain_slices(net, torch.from_numpy(np.ascontiguousarray(prepared.x[rows])), method, target_class=cls,
-                            progress=progress)
     shape = prepared.rendered.shape[1:]
-    maps = np.stack([map_to_original(m, shape, prepared.crop_box, quarter_turns=prepared.quarter_turns)
-                     for m in result.maps])
+    if lesion_model is not None:  # the segmenter's infection probability: points at lesions by construction
+        from chestdx.models.lesion import lesion_heatmaps
+
+        result = None
+        maps = lesion_heatmaps(diagnosis.study, lesion_model, prepared.indices[rows], lung_mask=_lungs(diagnosis))
+    else:
+        result = explain_slices(net, torch.from_numpy(np.ascontiguousarray(prepared.x[rows])), method,
+                                target_class=cls, progress=progress)
+        maps = np.stack([map_to_original(m, shape, prepared.crop_box, quarter_turns=prepared.quarter_turns)
+                         for m in result.maps])
     masks = None
     if prepared.lung_mask is not None:
         masks = prepared.lung_mask[prepared.indices[rows]]
@@ -203,17 +214,62 @@ def explain(diagnosis: Diagnosis, method: str, n_slices: int = 3, target: str | 
             peak = maps.max(axis=(1, 2), keepdims=True)
             maps = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
     boxes = None
-    if result.boxes is not None:
+    if result is not None and result.boxes is not None:
         boxes = [boxes_to_original(b, prepared.x.shape[-2:], shape, prepared.crop_box) for b in result.boxes]
     explanation = StudyExplanation(
         method=method, class_index=cls, class_name=name, probability=float(diagnosis.probabilities[cls]),
         slice_indices=[int(i) for i in prepared.indices[rows]], rendered=prepared.rendered[rows],
         maps=maps.astype(np.float32), slice_scores=[float(diagnosis.slice_probs[r, cls]) for r in rows],
-        lung_masks=masks, boxes=boxes, box_scores=result.box_scores)
+        lung_masks=masks, boxes=boxes, box_scores=None if result is None else result.box_scores)
     diagnosis.explanation = explanation
     diagnosis.timing["explain_setup"] = t0 - t_load
     diagnosis.timing["explain"] = time.perf_counter() - t0
     return explanation
+
+
+def _lesion_model(name: str | None = None) -> LoadedModel:
+    from chestdx.models.lesion import DEFAULT_LESION_MODEL, load_lesion_model
+
+    return load_lesion_model(name or DEFAULT_LESION_MODEL)
+
+
+def _lungs(diagnosis: Diagnosis) -> np.ndarray:
+    """The study's lung mask from the diagnosis's pass (computed now when the classifier needed none)."""
+    if diagnosis.prepared.lung_mask is None:
+        diagnosis.prepared.lung_mask = study_lung_mask(diagnosis.study)
+    return diagnosis.prepared.lung_mask
+
+
+def quantify_lesions(diagnosis: Diagnosis, lesion_model: str | None = None, max_slices: int | None = None) -> dict:
+    """Segment the study's lesions and measure them, reusing the diagnosis's lung mask.
+
+    Stored as ``diagnosis.quantification`` (and its time under ``timing["lesions"]``).
+
+    Args:
+        diagnosis: a diagnosis of a CT study.
+        lesion_model: lesion segmenter name or folder (default ``lesion-default``).
+        max_slices: run the segmenter on at most this many lung slices (see
+            `chestdx.models.lesion.segment_study`).
+
+    Returns:
+        The quantification (`chestdx.models.quantify.quantify`), with the segmenter's name.
+
+    Raises:
+        ChestDxError: the study is an X-ray.
+    """
+    from chestdx.models.lesion import measured_spacing, segment_study
+    from chestdx.models.quantify import quantify
+
+    if diagnosis.study.kind == "xray":
+        raise ChestDxError("lesion quantification is for chest CT; this study is an X-ray")
+    t0 = time.perf_counter()
+    model = _lesion_model(lesion_model)
+    result = segment_study(diagnosis.study, model, lung_mask=_lungs(diagnosis), max_slices=max_slices)
+    diagnosis.quantification = {"model": model.name, **quantify(result.lung_mask, result.labels,
+                                                                measured_spacing(diagnosis.study))}
+    diagnosis.warnings += result.warnings
+    diagnosis.timing["lesions"] = time.perf_counter() - t0
+    return diagnosis.quantification
 
 
 def diagnose_source(source, model: str | None = None, *, series: str | int | None = None, kind: str | None = None,
