@@ -54,8 +54,55 @@ def predict_records(model: LoadedModel, records: list, progress: bool = True) ->
                               [str(r.path) for r in records], slice_probs)
 
 
+def probability_column(class_name: str) -> str:
+    """Args: class_name: a model class. Returns: the column of its study probability in a batch result table."""
+    return f"p_{class_name}"
+
+
+def predictions_from_rows(rows: list[dict], records: list, model: LoadedModel, source: str = "") -> DatasetPredictions:
+    """The predictions of dataset records read from a ``chestdx batch`` result table instead of running the model.
+
+    Rows are matched to records by resolved path. No slice probabilities: slice-level
+    results need the model to run.
+
+    Args:
+        rows: the table's rows (``path``, ``model``, ``error``, ``p_<class>`` columns).
+        records: dataset records whose labels are among the model's classes.
+        model: the model the table should have been scored with.
+        source: the table's file name, for messages.
+
+    Returns:
+        The predictions, in record order.
+
+    Raises:
+        ChestDxError: the table's classes or model differ, or a record has no row or a failed one.
+    """
+    from pathlib import Path
+
+    classes = list(model.config.classes)
+    columns = list(dict.fromkeys(c for row in rows for c in row if c.startswith(probability_column(""))))
+    if sorted(columns) != sorted(probability_column(c) for c in classes):
+        raise ChestDxError(f"{source} has probability columns {columns} but {model.name} has the classes {classes}: "
+                           "pass the --model the batch was scored with")
+    by_path = {str(Path(row["path"]).resolve()): row for row in rows}
+    matched = [by_path.get(str(Path(rec.path).resolve())) for rec in records]
+    missing = [str(rec.path) for rec, row in zip(records, matched) if row is None or row.get("error")]
+    if missing:
+        raise ChestDxError(f"{len(missing)} of {len(records)} studies have no scored row in {source} (e.g. {missing[0]}): "
+                           "run chestdx batch on this dataset (--resume adds missing studies to the file)")
+    other_models = sorted({row.get("model") for row in matched} - {model.name})
+    if other_models:
+        raise ChestDxError(f"{source} was scored with {', '.join(map(str, other_models))}, not {model.name}: "
+                           "pass the --model the batch was scored with")
+    probs = np.array([[float(row[probability_column(c)]) for c in classes] for row in matched])
+    return DatasetPredictions(probs, np.asarray([model.config.class_index(rec.label) for rec in records]),
+                              [r.patient_id for r in records], [str(r.path) for r in records],
+                              [np.zeros((0, len(classes)))] * len(records))
+
+
 def evaluate_model(model_name: str | None, records: list, *, level: str = "patient", n_resamples: int = 2000,
-                   seed: int = 0, report: str | None = None, dataset_name: str = "", progress: bool = True) -> dict:
+                   seed: int = 0, report: str | None = None, dataset_name: str = "", progress: bool = True,
+                   predictions_file: str | None = None) -> dict:
     """``chestdx evaluate``: predict every record, score at the asked level, optionally write the HTML report.
 
     Study-level and patient-level results are both computed (patients pool their studies'
@@ -72,6 +119,8 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
         report: path of an HTML report to write, or None.
         dataset_name: shown in the report.
         progress: show a progress bar.
+        predictions_file: a ``chestdx batch`` result table (Parquet or CSV) to score instead of
+            running the model (see `predictions_from_rows`; no slice level then).
 
     Returns:
         The result of the chosen level (see ``evaluate_predictions``), with the other
@@ -81,7 +130,12 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
     from chestdx.models.loading import load_model
 
     model = load_model(model_name)
-    preds = predict_records(model, records, progress)
+    if predictions_file is None:
+        preds = predict_records(model, records, progress)
+    else:
+        from chestdx.io.tables import read_table
+
+        preds = predictions_from_rows(read_table(predictions_file), records, model, str(predictions_file))
     classes = list(model.config.classes)
     common = {"classes": classes, "n_resamples": n_resamples, "seed": seed,
               "threshold": model.threshold if len(classes) == 2 else None}
