@@ -50,7 +50,7 @@ def _connect(address: str):
 
 
 def run_ray(items: Sequence[BatchItem], options: BatchOptions, workers: int | None, address: str,
-            on_row: Callable[[dict], None], progress: bool = False) -> tuple[int, int]:
+            on_row: Callable[[dict], None]) -> tuple[int, int]:
     """Score studies on a Ray cluster with a pool of actors.
 
     The study list becomes a Ray Dataset (one block per study, so that the actor pool
@@ -68,7 +68,6 @@ def run_ray(items: Sequence[BatchItem], options: BatchOptions, workers: int | No
         address: ``auto`` (the cluster this machine belongs to), ``ray://HOST:PORT``, or
             ``local`` (start a one-machine cluster for this run).
         on_row: called with each finished row, in completion order.
-        progress: show Ray Data's progress bars.
 
     Returns:
         The actors and the threads of each.
@@ -77,10 +76,10 @@ def run_ray(items: Sequence[BatchItem], options: BatchOptions, workers: int | No
     try:
         per_node = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
         total = max(1, int(sum(per_node)))
-        workers = workers or max(1, total // 2)
+        workers = min(workers or max(1, total // 2), len(items))
         options = dataclasses.replace(options, threads=max(1, min(int(max(per_node)), total // workers)))
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = progress
+        context.enable_progress_bars = False  # the batch shows its own
         context.print_on_execution_start = False
         dataset = ray.data.from_items([{"index": i, "path": item.path, "study_id": item.study_id}
                                        for i, item in enumerate(items)], override_num_blocks=len(items))

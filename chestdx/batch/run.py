@@ -187,7 +187,7 @@ def run_batch(source: str, out, *, model: str | None = None, explain: str | None
         elif todo:
             from chestdx.batch.ray_engine import run_ray
 
-            n_workers, threads = run_ray(todo, options, workers, address, on_row, progress=bar is not None)
+            n_workers, threads = run_ray(todo, options, workers, address, on_row)
     finally:
         writer.flush()
         if bar is not None:

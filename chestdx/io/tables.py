@@ -52,6 +52,14 @@ def read_table(path: Path) -> list[dict]:
                            "`chestdx batch`") from exc
 
 
+def _arrow_column(pa, values: list):
+    """An Arrow array of the values; as text when they mix types Arrow cannot hold in one column."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values])
+
+
 def write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
     """Write rows as a Parquet or CSV table: to a temporary file beside ``path``, then renamed over it.
 
@@ -70,8 +78,7 @@ def write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.table({c: pa.array([row.get(c) for row in rows]) for c in columns})
-            pq.write_table(table, temporary)
+            pq.write_table(pa.table({c: _arrow_column(pa, [row.get(c) for row in rows]) for c in columns}), temporary)
         else:
             with open(temporary, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.writer(fh)
