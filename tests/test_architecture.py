@@ -89,6 +89,12 @@ def test_stages_import_only_earlier_stages():
     assert not wrong
 
 
+def test_only_the_cli_imports_batch():
+    graph = import_graph()
+    importers = {m for m, targets in graph.items() if _stage(m) != "batch" and any(_stage(t) == "batch" for t in targets)}
+    assert importers == {"chestdx.cli"}
+
+
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
                          capture_output=True, text=True, timeout=300, check=True)

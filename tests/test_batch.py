@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chestdx.batch import discover_studies, run_batch
+from chestdx.batch import BatchItem, discover_studies, run_batch
+from chestdx.batch.run import ResultWriter
 from chestdx.cli import main
 from chestdx.errors import ChestDxError
 from chestdx.evaluate.run import evaluate_model
@@ -92,6 +93,24 @@ def test_discovery_finds_each_kind_of_study_once(tmp_path):
                             (str(tmp_path / "missing"), "does not exist"), (str(root / "empty"), "no studies found")):
         with pytest.raises(ChestDxError, match=message):
             discover_studies(source)
+
+
+def test_the_file_holds_every_finished_study_in_discovery_order(tmp_path):
+    items = [BatchItem(f"/archive/s{i}", f"s{i}") for i in range(4)]
+    out = tmp_path / "results.csv"
+    writer = ResultWriter(out, items, [{"path": "/elsewhere/old", "study_id": "old", "error": "kept"}], every_rows=2)
+    writer.add({"path": "/archive/s2", "study_id": "s2", "kind": None, "error": "unreadable"})
+    assert not out.exists()
+    writer.add({"path": "/archive/s0", "study_id": "s0", "kind": "ct-volume", "p_covid": 0.25, "t_total": 1.5,
+                "error": None})
+    rows = read_table(out)
+    assert [row["path"] for row in rows] == ["/archive/s0", "/archive/s2", "/elsewhere/old"]
+    assert list(rows[0]) == ["path", "study_id", "kind", "p_covid", "t_total", "error"]
+    assert rows[0]["p_covid"] == "0.25" and rows[1]["p_covid"] is None
+    writer.add({"path": "/archive/s1", "study_id": "s1", "error": "unreadable"})
+    writer.flush()
+    assert [row["study_id"] for row in read_table(out)] == ["s0", "s1", "s2", "old"]
+    assert not list(tmp_path.glob(".*tmp"))
 
 
 def test_broken_studies_are_listed_and_the_rest_scored_as_predict_does(archive, shared_data, tmp_path):
