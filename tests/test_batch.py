@@ -179,3 +179,16 @@ def test_evaluate_from_a_batch_file_equals_evaluate_by_running_the_model(archive
         evaluate_model(None, missing, predictions_file=str(results), **options)
     with pytest.raises(ChestDxError, match="has probability columns"):
         evaluate_model("xray-default", records, predictions_file=str(results), **options)
+
+
+def test_heat_maps_go_to_one_folder_per_study(archive, tmp_path):
+    listing = tmp_path / "one.csv"
+    listing.write_text(f"path\n{archive / 'ct2'}\n")
+    maps, out = tmp_path / "maps", tmp_path / "results.csv"
+    assert run_batch(str(listing), out, explain="gradcam", maps_dir=maps, explain_slices=2, progress=False).failed == 0
+    row = read_table(out)[0]
+    document = json.loads((maps / "ct2" / "explain.json").read_text())
+    assert row["explanation"] == str(maps / "ct2" / "explain.json") and document["method"] == "gradcam"
+    assert len(document["slices"]) == 2 and float(row["t_explain"]) > 0
+    with pytest.raises(ChestDxError, match="--explain and --maps go together"):
+        run_batch(str(listing), tmp_path / "other.csv", explain="gradcam", progress=False)
