@@ -192,3 +192,15 @@ def test_heat_maps_go_to_one_folder_per_study(archive, tmp_path):
     assert len(document["slices"]) == 2 and float(row["t_explain"]) > 0
     with pytest.raises(ChestDxError, match="--explain and --maps go together"):
         run_batch(str(listing), tmp_path / "other.csv", explain="gradcam", progress=False)
+
+
+def test_mistakes_a_user_can_make_are_one_message(archive, tmp_path):
+    other_table = tmp_path / "other.csv"
+    other_table.write_text("name,value\na,1\n")
+    for kwargs, message in ((dict(out=tmp_path / "r.txt"), "must end in .parquet or .csv"),
+                            (dict(out=tmp_path / "missing" / "r.csv"), "does not exist: create it"),
+                            (dict(out=tmp_path / "r.csv", model="no-such-model"), "no model 'no-such-model'"),
+                            (dict(out=tmp_path / "r.csv", engine="spark"), "unknown engine"),
+                            (dict(out=other_table, resume=True), "not a chestdx batch result")):
+        with pytest.raises(ChestDxError, match=message):
+            run_batch(str(archive), progress=False, **kwargs)

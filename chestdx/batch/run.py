@@ -15,6 +15,7 @@ from chestdx.batch.rows import BatchOptions, table_columns
 from chestdx.errors import ChestDxError
 from chestdx.io.tables import read_table, table_format, write_table
 from chestdx.models.bundled import resolve_model_path
+from chestdx.models.card import read_card
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,8 @@ def run_batch(source: str, out, *, model: str | None = None, explain: str | None
         The summary.
 
     Raises:
-        ChestDxError: bad output name, output exists without ``resume``, no studies, unknown
-            model or adapter, ``explain`` without ``maps_dir``.
+        ChestDxError: bad output name or folder, output exists without ``resume`` (or is not
+            a batch result), no studies, unknown model or adapter, ``explain`` without ``maps_dir``.
     """
     out = Path(out).expanduser()
     table_format(out)
@@ -156,10 +157,14 @@ def run_batch(source: str, out, *, model: str | None = None, explain: str | None
         raise ChestDxError("--explain and --maps go together: --explain METHOD --maps DIR writes heat maps to DIR")
     if workers is not None and workers < 1:
         raise ChestDxError("--workers must be at least 1")
+    if not out.parent.is_dir():
+        raise ChestDxError(f"folder {out.parent} does not exist: create it, or write the results elsewhere")
     if model is not None:
-        resolve_model_path(model)  # an unknown model is reported before any work
+        read_card(resolve_model_path(model))  # an unknown or broken model is reported before any work
     items = discover_studies(source)
     kept = read_table(out) if out.exists() else []
+    if kept and "path" not in kept[0]:
+        raise ChestDxError(f"{out} has no 'path' column: it is not a chestdx batch result; give a new file")
     done = {row["path"] for row in kept}
     todo = [item for item in items if item.path not in done]
     writer = ResultWriter(out, items, kept)
