@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write heat maps with this method (needs --maps)")
     p.add_argument("--maps", help="folder for the heat maps: one sub-folder per study id")
     p.add_argument("--slices", type=int, default=3, help="how many top slices to explain per study")
-    p.add_argument("--workers", type=int, help="worker processes / Ray actors (default: one per 2 CPUs)")
+    p.add_argument("--workers", type=int, help="worker processes / Ray actors (default: one per CPU, 2 GB each)")
     p.add_argument("--resume", action="store_true", help="keep the rows in --out and score only the studies it lacks")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local process pool, or a Ray cluster")
     p.add_argument("--address", default="auto", help="Ray cluster: auto, ray://HOST:PORT, or local (start one here)")

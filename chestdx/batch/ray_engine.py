@@ -63,8 +63,8 @@ def run_ray(items: Sequence[BatchItem], options: BatchOptions, workers: int | No
     Args:
         items: the studies.
         options: the batch options.
-        workers: actors in the pool (default: one per 2 CPUs of the cluster); each reserves
-            its share of the cluster's CPUs (at most one node's) as its threads.
+        workers: actors in the pool (default: one per CPU of the cluster); each reserves its
+            share of the cluster's CPUs (at most one node's) as its threads.
         address: ``auto`` (the cluster this machine belongs to), ``ray://HOST:PORT``, or
             ``local`` (start a one-machine cluster for this run).
         on_row: called with each finished row, in completion order.
@@ -76,7 +76,7 @@ def run_ray(items: Sequence[BatchItem], options: BatchOptions, workers: int | No
     try:
         per_node = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
         total = max(1, int(sum(per_node)))
-        workers = min(workers or max(1, total // 2), len(items))
+        workers = min(workers or total, len(items))
         options = dataclasses.replace(options, threads=max(1, min(int(max(per_node)), total // workers)))
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the batch shows its own

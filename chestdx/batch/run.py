@@ -27,22 +27,38 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_workers(cpus: int) -> int:
-    """One worker per 2 CPUs, each with 2 threads.
+WORKER_MEMORY = 2 * 2**30
+"""Memory to allow per worker: a 300-slice 512x512 study peaks at about 1.6 GB in one process."""
 
-    A study spends much of its time in single-threaded steps (reading DICOM, the lung mask,
-    resizing), so processes, not threads, fill the CPUs; two threads per worker let ONNX
-    Runtime's classification use the second CPU while the other worker is in a
-    single-threaded step, and halve the memory of one worker per CPU (a 300-slice study
-    holds about 1 GB while it is prepared). `benchmarks/batch.py` measures the choice.
+
+def available_memory() -> int | None:
+    """Returns: bytes of memory available to new processes (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def default_workers(cpus: int, memory: int | None) -> int:
+    """One single-threaded worker per CPU, as many as the available memory holds.
+
+    A study spends about half its time in single-threaded steps (reading DICOM, the lung
+    mask, resizing), so processes, not threads, fill the CPUs: two one-thread workers on 2
+    CPUs score more studies per hour than one two-thread worker (`benchmarks/batch.py`).
+    Each worker holds one study at a time, up to `WORKER_MEMORY`.
 
     Args:
         cpus: the CPUs to fill.
+        memory: bytes of memory available (None: not limited).
 
     Returns:
         The number of workers.
     """
-    return max(1, cpus // 2)
+    return max(1, min(cpus, memory // WORKER_MEMORY if memory is not None else cpus))
 
 
 class ResultWriter:
@@ -134,7 +150,7 @@ def run_batch(source: str, out, *, model: str | None = None, explain: str | None
         explain: explanation method (e.g. ``"gradcam"``) or None; needs ``maps_dir``.
         maps_dir: heat maps go to ``maps_dir/<study id>/``.
         explain_slices: slices explained per study.
-        workers: worker processes (Ray: actors); default one per 2 CPUs (see `default_workers`).
+        workers: worker processes (Ray: actors); default one per CPU as memory allows (see `default_workers`).
         resume: keep the rows already in ``out`` and score only the other studies.
         engine: ``"local"`` (process pool) or ``"ray"``.
         address: the Ray cluster (``auto``, ``ray://HOST:PORT``, ``local``); Ray only.
@@ -169,7 +185,7 @@ def run_batch(source: str, out, *, model: str | None = None, explain: str | None
     todo = [item for item in items if item.path not in done]
     writer = ResultWriter(out, items, kept)
     cpus = available_cpus()
-    n_workers = max(1, min(workers or default_workers(cpus), len(todo) or 1))
+    n_workers = max(1, min(workers or default_workers(cpus, available_memory()), len(todo) or 1))
     options = BatchOptions(model=model, explain=explain, maps_dir=str(maps_dir) if maps_dir else None,
                            explain_slices=explain_slices, threads=max(1, cpus // n_workers))
     bar = _progress_bar(len(todo), progress)
