@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from chestdx.batch import BatchItem, discover_studies, run_batch
-from chestdx.batch.run import ResultWriter
+from chestdx.batch.run import WORKER_MEMORY, ResultWriter, default_workers
 from chestdx.cli import main
 from chestdx.errors import ChestDxError
 from chestdx.evaluate.run import evaluate_model
@@ -204,3 +204,9 @@ def test_mistakes_a_user_can_make_are_one_message(archive, tmp_path):
                             (dict(out=other_table, resume=True), "not a chestdx batch result")):
         with pytest.raises(ChestDxError, match=message):
             run_batch(str(archive), progress=False, **kwargs)
+
+
+def test_default_workers_fill_the_cpus_as_far_as_memory_allows():
+    assert default_workers(2, None) == 2
+    assert default_workers(16, 3 * WORKER_MEMORY) == 3
+    assert default_workers(4, WORKER_MEMORY // 2) == 1
