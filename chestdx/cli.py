@@ -274,7 +274,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     result = evaluate_model(args.model, records, level=args.level, n_resamples=args.resamples, seed=args.seed,
                             report=args.report, dataset_name=args.data, progress=not args.quiet, classes=classes,
-                            cases=args.cases)
+                            cases=args.cases, predictions_file=args.predictions)
     if args.json:
         _print_json(result)
         return
@@ -296,6 +296,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"cases: {args.cases}")
     if args.report:
         print(f"report: {args.report}")
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    """Score every study of a folder, dataset or CSV into one result table."""
+    from chestdx.batch import run_batch
+
+    summary = run_batch(args.source, args.out, model=args.model, explain=None if args.explain == "none" else args.explain,
+                        maps_dir=args.maps, explain_slices=args.slices, workers=args.workers, resume=args.resume,
+                        engine=args.engine, address=args.address, progress=not args.quiet)
+    rate = summary.scored / summary.seconds * 3600 if summary.seconds > 0 else 0.0
+    print(f"{summary.out}: {summary.studies} studies, {summary.skipped} already there, {summary.scored} scored "
+          f"({summary.failed} failed: see the error column) in {summary.seconds:.0f} s, {rate:.0f} studies/h, "
+          f"{summary.engine} engine, {summary.workers} workers x {summary.threads} threads")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
@@ -573,7 +586,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write a self-contained HTML report here (with a sortable per-case table)")
     p.add_argument("--cases", help="write one CSV row per study here: id, patient, truth, probabilities, decision, "
                    "correct, error, source")
+    p.add_argument("--predictions", help="score this `chestdx batch` result file (.parquet/.csv) instead of running "
+                                         "the model (rows matched by path; no slice level)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = command("batch", help="score a whole archive (folder, ADAPTER:PATH or CSV) into one Parquet/CSV table")
+    p.add_argument("source", help="folder of studies, ADAPTER:PATH, or a CSV with a 'path' column")
+    p.add_argument("--out", required=True, help="result file: .parquet or .csv (one row per study)")
+    p.add_argument("--model", help="bundled model name or checkpoint folder (default: chosen by each study's kind)")
+    p.add_argument("--explain", default="none", choices=["none", "cam", "gradcam", "gradcampp", "occlusion", "boxes", "lesion"],
+                   help="also write heat maps with this method (needs --maps)")
+    p.add_argument("--maps", help="folder for the heat maps: one sub-folder per study id")
+    p.add_argument("--slices", type=int, default=3, help="how many top slices to explain per study")
+    p.add_argument("--workers", type=int, help="worker processes / Ray actors (default: one per CPU, 2 GB each)")
+    p.add_argument("--resume", action="store_true", help="keep the rows in --out and score only the studies it lacks")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="local process pool, or a Ray cluster")
+    p.add_argument("--address", default="auto", help="Ray cluster: auto, ray://HOST:PORT, or local (start one here)")
+    p.set_defaults(func=cmd_batch)
 
     p = command("calibrate", help="fit temperature (and an operating point) on validation data into the model card")
     p.add_argument("--model", required=True, help="checkpoint folder (its metadata.json is updated)")

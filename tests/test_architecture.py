@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "chestdx"
 # docs/architecture.md: each stage may import the stages before it; front ends sit on top.
 STAGES = ["errors", "progress", "io", "preprocess", "models", "explain", "pipeline", "evaluate", "train", "outputs"]
-FRONT_ENDS = {"cli", "serve", "node"}
+FRONT_ENDS = {"cli", "serve", "node", "batch"}
 
 
 def _module_name(path: Path) -> str:
@@ -87,6 +87,12 @@ def test_stages_import_only_earlier_stages():
             if other != "chestdx" and (other in FRONT_ENDS or order[other] > order[stage]):
                 wrong.append(f"{module} -> {target}")
     assert not wrong
+
+
+def test_only_the_cli_imports_batch():
+    graph = import_graph()
+    importers = {m for m, targets in graph.items() if _stage(m) != "batch" and any(_stage(t) == "batch" for t in targets)}
+    assert importers == {"chestdx.cli"}
 
 
 def _modules_after(code: str) -> set[str]:

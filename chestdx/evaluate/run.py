@@ -60,9 +60,58 @@ def predict_records(model: LoadedModel, records: list, progress: bool = True,
                               [str(r.path) for r in records], slice_probs)
 
 
+def probability_column(class_name: str) -> str:
+    """Args: class_name: a model class. Returns: the column of its study probability in a batch result table."""
+    return f"p_{class_name}"
+
+
+def predictions_from_rows(rows: list[dict], records: list, model: LoadedModel, source: str = "",
+                          classes: Sequence[str] | None = None) -> DatasetPredictions:
+    """The predictions of dataset records read from a ``chestdx batch`` result table instead of running the model.
+
+    Rows are matched to records by resolved path. No slice probabilities: slice-level
+    results need the model to run.
+
+    Args:
+        rows: the table's rows (``path``, ``model``, ``error``, ``p_<class>`` columns).
+        records: dataset records whose labels are among the model's classes.
+        model: the model the table should have been scored with.
+        source: the table's file name, for messages.
+        classes: the model's classes as the dataset names them (``--classes``); default the model's.
+
+    Returns:
+        The predictions, in record order.
+
+    Raises:
+        ChestDxError: the table's classes or model differ, or a record has no row or a failed one.
+    """
+    from pathlib import Path
+
+    classes = list(model.config.classes)
+    columns = list(dict.fromkeys(c for row in rows for c in row if c.startswith(probability_column(""))))
+    if sorted(columns) != sorted(probability_column(c) for c in classes):
+        raise ChestDxError(f"{source} has probability columns {columns} but {model.name} has the classes {classes}: "
+                           "pass the --model the batch was scored with")
+    by_path = {str(Path(row["path"]).resolve()): row for row in rows}
+    matched = [by_path.get(str(Path(rec.path).resolve())) for rec in records]
+    missing = [str(rec.path) for rec, row in zip(records, matched) if row is None or row.get("error")]
+    if missing:
+        raise ChestDxError(f"{len(missing)} of {len(records)} studies have no scored row in {source} (e.g. {missing[0]}): "
+                           "run chestdx batch on this dataset (--resume adds missing studies to the file)")
+    other_models = sorted({row.get("model") for row in matched} - {model.name})
+    if other_models:
+        raise ChestDxError(f"{source} was scored with {', '.join(map(str, other_models))}, not {model.name}: "
+                           "pass the --model the batch was scored with")
+    probs = np.array([[float(row[probability_column(c)]) for c in classes] for row in matched])
+    return DatasetPredictions(probs, label_indices([rec.label for rec in records], classes or model.config.classes),
+                              [r.patient_id for r in records], [str(r.path) for r in records],
+                              [np.zeros((0, len(classes)))] * len(records))
+
+
 def evaluate_model(model_name: str | None, records: list, *, level: str = "patient", n_resamples: int = 2000,
                    seed: int = 0, report: str | None = None, dataset_name: str = "", progress: bool = True,
-                   classes: Sequence[str] | None = None, cases: str | None = None) -> dict:
+                   classes: Sequence[str] | None = None, cases: str | None = None,
+                   predictions_file: str | None = None) -> dict:
     """``chestdx evaluate``: predict every record, score at the asked level, optionally write the HTML report.
 
     Study-level and patient-level results are both computed (patients pool their studies'
@@ -82,6 +131,8 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
         classes: what the model's classes are, in logit order (``--classes``), when its own
             names do not match the dataset's labels; default the model's.
         cases: path of a per-case CSV to write (see `chestdx.evaluate.cases.case_rows`), or None.
+        predictions_file: a ``chestdx batch`` result table (Parquet or CSV) to score instead of
+            running the model (see `predictions_from_rows`; no slice level then).
 
     Returns:
         The result of the chosen level (see ``evaluate_predictions``), with the other
@@ -96,7 +147,12 @@ def evaluate_model(model_name: str | None, records: list, *, level: str = "patie
         raise ChestDxError(f"--classes names {len(classes)} classes but model {model.name!r} has "
                            f"{len(model.config.classes)} ({', '.join(model.config.classes)}): name each in logit order")
     classes = list(classes or model.config.classes)
-    preds = predict_records(model, records, progress, classes)
+    if predictions_file is None:
+        preds = predict_records(model, records, progress, classes)
+    else:
+        from chestdx.io.tables import read_table
+
+        preds = predictions_from_rows(read_table(predictions_file), records, model, str(predictions_file), classes)
     common = {"classes": classes, "n_resamples": n_resamples, "seed": seed,
               "threshold": model.threshold if len(classes) == 2 else None}
     rows = case_rows(records, preds.probs, preds.y, classes, common["threshold"])

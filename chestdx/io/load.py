@@ -35,6 +35,36 @@ class _FolderContents:
     n_files: int = 0
 
 
+def file_type(path: Path) -> str | None:
+    """What ``load_study`` takes a file for, from its name (and the DICOM preamble when it has no known suffix).
+
+    Args:
+        path: a file.
+
+    Returns:
+        ``"image"``, ``"nifti"``, ``"dicom"``, ``"zip"``, or None (hidden files, ``DICOMDIR``,
+        and files of no study type).
+    """
+    name = path.name
+    lower = name.lower()
+    if name.startswith(".") or name.upper() == "DICOMDIR":
+        return None
+    if lower.endswith(IMAGE_SUFFIXES):
+        return "image"
+    if is_nifti(path):
+        return "nifti"
+    if lower.endswith(".zip"):
+        return "zip"
+    if lower.endswith(DICOM_SUFFIXES) or (not lower.endswith(_IGNORED_SUFFIXES) and has_dicom_magic(path)):
+        return "dicom"
+    return None
+
+
+def skipped_folder(name: str) -> bool:
+    """Args: name: a folder's name. Returns: whether readers skip it (hidden folders, ``__MACOSX``)."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def scan_folder(root: Path, *, max_files: int) -> _FolderContents:
     """Sort the files under a folder (recursively) into DICOM, images and NIfTI.
 
@@ -51,7 +81,7 @@ def scan_folder(root: Path, *, max_files: int) -> _FolderContents:
     """
     found = _FolderContents()
     for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        dirnames[:] = sorted(d for d in dirnames if not skipped_folder(d))
         for filename in sorted(filenames):
             if filename.startswith(".") or filename.upper() == "DICOMDIR":
                 continue
@@ -60,14 +90,12 @@ def scan_folder(root: Path, *, max_files: int) -> _FolderContents:
                 raise ChestDxError(f"{root} holds more than {max_files} files: point chestdx at one study's folder "
                                    "(or raise max_files if this is expected)")
             path = Path(dirpath) / filename
-            lower = filename.lower()
-            if lower.endswith(IMAGE_SUFFIXES):
+            found_as = file_type(path)
+            if found_as == "image":
                 found.images.append(path)
-            elif is_nifti(path):
+            elif found_as == "nifti":
                 found.nifti.append(path)
-            elif lower.endswith(DICOM_SUFFIXES):
-                found.dicom.append(path)
-            elif not lower.endswith(_IGNORED_SUFFIXES) and has_dicom_magic(path):
+            elif found_as == "dicom":
                 found.dicom.append(path)
     return found
 

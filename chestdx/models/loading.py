@@ -63,6 +63,9 @@ class LoadedModel:
 
 
 def _threads() -> int:
+    """``OMP_NUM_THREADS`` when set (a batch worker's share of the CPUs), else the CPUs this process may use."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
