@@ -48,7 +48,8 @@ def default_workers(cpus: int, memory: int | None) -> int:
 
     A study spends about half its time in single-threaded steps (reading DICOM, the lung
     mask, resizing), so processes, not threads, fill the CPUs: on 2 CPUs two one-thread
-    workers scored 919 studies/h, one two-thread worker 707 (`benchmarks/batch.py`).
+    workers scored more studies per hour than one two-thread worker in each of three runs
+    of `benchmarks/batch.py` (docs/benchmarks.md).
     Each worker holds one study at a time, up to `WORKER_MEMORY`.
 
     Args:
