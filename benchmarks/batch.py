@@ -32,6 +32,7 @@ from pathlib import Path
 
 from chestdx.batch import run_batch
 from chestdx.io.sample import write_sample_series
+from chestdx.io.tables import read_table
 
 
 def timed(command: list[str]) -> tuple[float, float]:
@@ -42,6 +43,14 @@ def timed(command: list[str]) -> tuple[float, float]:
     out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=True)
     wall, peak = out.stdout.split()
     return float(wall), float(peak)
+
+
+def check_scored(table: Path, n: int) -> None:
+    """Refuse a figure from a run that did not score every study."""
+    rows = read_table(table)
+    failed = [row["error"] for row in rows if row.get("error")]
+    if len(rows) != n or failed:
+        raise SystemExit(f"{table}: {len(rows)} rows for {n} studies, {len(failed)} failed ({failed[:1]})")
 
 
 def per_hour(n: int, seconds: float) -> float:
@@ -80,6 +89,7 @@ def main() -> None:
         for workers in args.workers:
             out = Path(tmp) / f"local-{workers}.parquet"
             wall, peak = timed([*cli, "batch", str(data), "--out", str(out), "--workers", str(workers)])
+            check_scored(out, args.studies)
             local[workers] = wall
             rows.append((f"chestdx batch, {workers} worker(s) x {max(1, cpus // workers)} thread(s)", wall, peak))
 
@@ -87,6 +97,7 @@ def main() -> None:
         out = Path(tmp) / "ray-local.parquet"
         wall, _ = timed([*cli, "batch", str(data), "--out", str(out), "--workers", str(ray_workers),
                          "--engine", "ray", "--address", "local"])
+        check_scored(out, args.studies)
         rows.append((f"batch --engine ray --address local, {ray_workers} actor(s), Ray start-up included", wall, None))
 
         import ray
@@ -97,6 +108,7 @@ def main() -> None:
         summary = run_batch(str(data), Path(tmp) / "ray-running.parquet", workers=ray_workers, engine="ray",
                             progress=False)
         ray.shutdown()
+        check_scored(Path(tmp) / "ray-running.parquet", args.studies)
         ray_running = summary.seconds
         rows.append((f"Ray engine on a running cluster, {ray_workers} actor(s) (in process)", ray_running, None))
 

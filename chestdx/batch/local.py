@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from chestdx.batch.discover import BatchItem
 from chestdx.batch.rows import BatchOptions, score_study, start_worker
 from chestdx.errors import ChestDxError
+
+
+@contextlib.contextmanager
+def _spawned_with_threads(threads: int) -> Iterator[None]:
+    """Processes spawned inside see ``OMP_NUM_THREADS=threads`` from their start (NumPy's BLAS reads it on import)."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
 
 
 def run_local(items: Sequence[BatchItem], options: BatchOptions, workers: int, on_row: Callable[[dict], None]) -> None:
@@ -29,7 +45,8 @@ def run_local(items: Sequence[BatchItem], options: BatchOptions, workers: int, o
     """
     pending = list(reversed(items))
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(options,)) as pool:
+    with _spawned_with_threads(options.threads), \
+            ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(options,)) as pool:
         running = set()
         try:
             while pending or running:

@@ -28,7 +28,7 @@ def available_cpus() -> int:
 
 
 WORKER_MEMORY = 2 * 2**30
-"""Memory to allow per worker: a 300-slice 512x512 study peaks at about 1.6 GB in one process."""
+"""Memory to allow per worker: a worker scoring 300-slice 512x512 studies peaked at 1.8 GB (`benchmarks/batch.py`)."""
 
 
 def available_memory() -> int | None:
@@ -47,8 +47,9 @@ def default_workers(cpus: int, memory: int | None) -> int:
     """One single-threaded worker per CPU, as many as the available memory holds.
 
     A study spends about half its time in single-threaded steps (reading DICOM, the lung
-    mask, resizing), so processes, not threads, fill the CPUs: two one-thread workers on 2
-    CPUs score more studies per hour than one two-thread worker (`benchmarks/batch.py`).
+    mask, resizing), so processes, not threads, fill the CPUs: on 2 CPUs two one-thread
+    workers scored more studies per hour than one two-thread worker in each of three runs
+    of `benchmarks/batch.py` (docs/benchmarks.md).
     Each worker holds one study at a time, up to `WORKER_MEMORY`.
 
     Args:
