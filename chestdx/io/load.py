@@ -19,6 +19,10 @@ from chestdx.io.nifti import is_nifti, read_nifti
 from chestdx.io.study import Study
 
 KINDS = ("xray", "ct-slice", "ct-volume")
+MAX_BYTES = 4 * 2**30
+"""Default largest uncompressed size of a zip that `load_study` unpacks."""
+MAX_FILES = 20000
+"""Default largest number of files in a zip or folder that `load_study` reads."""
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 # Files never taken for images (no need to open them to check for DICOM).
 _IGNORED_SUFFIXES = (".txt", ".csv", ".json", ".xml", ".md", ".html", ".pdf", ".py", ".log", ".ini", ".db", ".zip",
@@ -134,7 +138,7 @@ def _load_folder(root: Path, *, source: str, series, kind, keep_phi, progress, m
 
 
 def load_study(path, *, series: str | int | None = None, kind: str | None = None, keep_phi: bool = False,
-               progress: bool = True, max_bytes: int = 4 * 2**30, max_files: int = 20000) -> Study:
+               progress: bool = True, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) -> Study:
     """Read a chest CT or X-ray study from whatever the user points at.
 
     Accepts a DICOM folder (searched recursively) or a ``.zip`` of one, a ``.nii`` /

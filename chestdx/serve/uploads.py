@@ -16,13 +16,11 @@ from chestdx.errors import ChestDxError
 from chestdx.io.archive import check_zip
 from chestdx.io.dicom import has_dicom_magic
 from chestdx.io.images import IMAGE_SUFFIXES, natural_key
-from chestdx.io.load import DICOM_SUFFIXES
+from chestdx.io.load import DICOM_SUFFIXES, MAX_BYTES, MAX_FILES
 from chestdx.io.nifti import NIFTI_SUFFIXES
 
 UPLOAD_FOLDER = "upload"
 _CHUNK = 1 << 20
-# The limits load_study applies to a zip (its defaults): checked here so a bad zip is refused at once.
-_ZIP_MAX_BYTES, _ZIP_MAX_FILES = 4 * 2**30, 20000
 _WHAT_TO_SEND = ("send a DICOM .zip, DICOM files, one NIfTI (.nii/.nii.gz), PNG/JPG/TIFF slices or an X-ray image")
 
 
@@ -113,7 +111,7 @@ def _check_zip(path: Path) -> None:
     """Refuse a zip that cannot be read, is unsafe (``..`` or absolute paths) or too large, before it is queued."""
     try:
         with zipfile.ZipFile(path) as zf:
-            check_zip(zf, "the uploaded zip", max_bytes=_ZIP_MAX_BYTES, max_files=_ZIP_MAX_FILES)
+            check_zip(zf, "the uploaded zip", max_bytes=MAX_BYTES, max_files=MAX_FILES)  # load_study's limits, at once
     except zipfile.BadZipFile as exc:
         raise RequestError(400, f"the uploaded zip cannot be read ({exc}): check the file, or send the files "
                                 "without a zip") from exc
