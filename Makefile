@@ -10,7 +10,7 @@ SYSTEM_COMMANDS ?= chromium chromedriver dciodvfy Orthanc
 
 .PHONY: setup system demo test
 
-setup: system $(VENV)/.installed
+setup: $(VENV)/.installed
 
 system:
 	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
@@ -34,5 +34,5 @@ demo: setup
 	@echo "expected: covid 0.673 on this drawn phantom (it has COVID-19-like patches); this shows the pipeline runs,"
 	@echo "not that the model is right: README, 'What the demo shows'"
 
-test: setup
+test: system setup
 	$(PY) -m pytest -q
