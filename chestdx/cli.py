@@ -172,7 +172,8 @@ def cmd_node(args: argparse.Namespace) -> None:
     logging.getLogger("chestdx").setLevel(logging.INFO)
     peer = Peer.parse(args.return_to) if args.return_to else None
     DicomNode(args.store_dir, ae_title=args.ae_title, host=args.host, port=args.port, return_to=peer, model=args.model,
-              quiet_seconds=args.complete_after).serve_forever()
+              quiet_seconds=args.complete_after, allowed_callers=args.allow_ae,
+              allowed_hosts=args.allow_host).serve_forever()
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -542,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="bundled model name or checkpoint folder (default: the CT model)")
     p.add_argument("--complete-after", type=float, default=10.0,
                    help="seconds without a new instance after which a series is complete")
+    p.add_argument("--allow-ae", action="append", metavar="AET",
+                   help="calling AE title allowed to associate (repeat for more; default: any); others are rejected")
+    p.add_argument("--allow-host", action="append", metavar="ADDRESS",
+                   help="peer IP address whose instances are stored (repeat for more; default: any); others are "
+                        "refused with 'not authorized'")
     p.set_defaults(func=cmd_node)
 
     p = command("segment", help="lesion segmentation and quantification of a CT study (NIfTI, overlays, JSON)")

@@ -227,3 +227,36 @@ def test_chestdx_node_command_answers_echo_and_stops_on_sigterm(tmp_path):
         _, stderr = process.communicate(timeout=60)
     assert process.returncode in (0, 128 + signal.SIGTERM)
     assert f"listening as CHESTDX on 127.0.0.1:{port}" in stderr and "Traceback" not in stderr
+
+
+def test_only_allowed_callers_associate_and_only_allowed_hosts_store(tmp_path):
+    node = DicomNode(tmp_path / "store", port=0, quiet_seconds=60, allowed_callers=["PACS"])
+    node.start()
+    try:
+        for calling, established in (("SENDER", False), ("PACS", True)):
+            ae = AE(ae_title=calling)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", node.port, ae_title="CHESTDX")
+            assert assoc.is_established is established
+            if established:
+                assert assoc.send_c_echo().Status == 0
+                assoc.release()
+            else:
+                assert assoc.is_rejected
+    finally:
+        node.stop()
+    node = DicomNode(tmp_path / "store", port=0, quiet_seconds=60, allowed_hosts=["192.0.2.1"])
+    node.start()
+    try:
+        slice_ = tmp_path / "slice.dcm"
+        new_dataset(np.zeros((32, 32), np.int16), modality="CT").save_as(slice_, enforce_file_format=True)
+        assert _send([slice_], node.port) == [0x0124]  # refused: not authorized
+        series = tmp_path / "store" / pydicom.dcmread(slice_).SeriesInstanceUID
+        assert not series.exists()
+        node.allowed_hosts = {"127.0.0.1"}
+        assert _send([slice_], node.port) == [0]
+        assert series.exists()
+    finally:
+        node.stop()
+    with pytest.raises(ChestDxError, match="1 to 16 characters"):
+        DicomNode(tmp_path / "store", port=0, allowed_callers=["A" * 17])

@@ -6,6 +6,8 @@ thread takes each series that has gone quiet, reads it with the patient module k
 the model loaded once at start-up, writes the SR, key-slice captures and lung segmentation
 into the series folder and sends them to the ``return_to`` node by C-STORE. Failures are
 logged by series UID (never by patient name) and recorded in the series' ``status.json``.
+Access is limited, when asked, to listed calling AE titles (the association is rejected) and
+to listed hosts (their instances are refused with "not authorized" and never written).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ log = logging.getLogger("chestdx.node")
 RESULT_SOP_CLASSES = (Comprehensive3DSRStorage, SecondaryCaptureImageStorage, SegmentationStorage)
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
+NOT_AUTHORIZED = 0x0124
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,18 @@ class DicomNode:
         return_to: where to send the results, or None to keep them on disk only.
         model: bundled model name or checkpoint folder (default: the CT model).
         quiet_seconds: a series is complete after this long without a new instance.
+        allowed_callers: calling AE titles that may associate (None: any); others are rejected.
+        allowed_hosts: peer addresses whose instances are stored (None: any); others get "not authorized".
     """
 
     def __init__(self, store_dir: str | Path, *, ae_title: str = "CHESTDX", host: str = "127.0.0.1", port: int = 11112,
-                 return_to: Peer | None = None, model: str | None = None, quiet_seconds: float = 10.0):
+                 return_to: Peer | None = None, model: str | None = None, quiet_seconds: float = 10.0,
+                 allowed_callers: list[str] | None = None, allowed_hosts: list[str] | None = None):
+        self.allowed_callers = [aet.strip() for aet in allowed_callers] if allowed_callers else None
+        self.allowed_hosts = set(allowed_hosts) if allowed_hosts else None
+        for aet in self.allowed_callers or []:
+            if not 0 < len(aet) <= 16:
+                raise ChestDxError(f"allowed AE title {aet!r} must be 1 to 16 characters")
         self.collector = SeriesCollector(store_dir, quiet_seconds)
         self.ae_title, self.host, self.port = ae_title, host, port
         self.return_to = return_to
@@ -111,6 +122,10 @@ class DicomNode:
 
     def _on_store(self, event) -> int:
         """C-STORE: write the instance to disk, then acknowledge it."""
+        address = event.assoc.requestor.address
+        if self.allowed_hosts is not None and address not in self.allowed_hosts:
+            log.warning("refused an instance from %s (%s): host not allowed", event.assoc.requestor.ae_title, address)
+            return NOT_AUTHORIZED
         try:
             ds = event.dataset
             series_uid, sop_uid = str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
@@ -127,6 +142,8 @@ class DicomNode:
     def start(self) -> None:
         """Listen (in background threads) and start the worker."""
         ae = AE(ae_title=self.ae_title)
+        if self.allowed_callers is not None:
+            ae.require_calling_aet = self.allowed_callers
         ae.maximum_pdu_size = 0  # senders may send an instance in one PDU (pynetdicom's 16 kB default cuts a slice in 32)
         ae.add_supported_context(Verification)
         ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
@@ -135,8 +152,10 @@ class DicomNode:
         self.port = self._server.server_address[1]
         self._worker = threading.Thread(target=self._work, name="chestdx-node-worker", daemon=True)
         self._worker.start()
-        log.info("listening as %s on %s:%d; results go to %s", self.ae_title, self.host, self.port,
-                 self.return_to or f"{self.collector.store_dir} only")
+        log.info("listening as %s on %s:%d; results go to %s; callers: %s; hosts: %s", self.ae_title, self.host,
+                 self.port, self.return_to or f"{self.collector.store_dir} only",
+                 ", ".join(self.allowed_callers) if self.allowed_callers else "any",
+                 ", ".join(sorted(self.allowed_hosts)) if self.allowed_hosts else "any")
 
     def stop(self) -> None:
         """Stop listening and let the worker finish the series in hand."""
