@@ -110,7 +110,7 @@ class DicomNode:
         self.allowed_hosts = set(allowed_hosts) if allowed_hosts else None
         for aet in self.allowed_callers or []:
             if not 0 < len(aet) <= 16:
-                raise ChestDxError(f"allowed AE title {aet!r} must be 1 to 16 characters")
+                raise ChestDxError(f"allowed AE title {aet!r} is not a DICOM AE title: give 1 to 16 characters")
         self.collector = SeriesCollector(store_dir, quiet_seconds)
         self.ae_title, self.host, self.port = ae_title, host, port
         self.return_to = return_to
