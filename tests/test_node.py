@@ -16,8 +16,9 @@ import pytest
 
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
-from pynetdicom import AE  # noqa: E402
-from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification  # noqa: E402
+from pynetdicom import AE, evt  # noqa: E402
+from pynetdicom.sop_class import (Comprehensive3DSRStorage, CTImageStorage, MRImageStorage,  # noqa: E402
+                                  Verification)
 
 from chestdx.errors import ChestDxError  # noqa: E402
 from chestdx.io.sample import new_dataset, write_sample_series  # noqa: E402
@@ -260,3 +261,49 @@ def test_only_allowed_callers_associate_and_only_allowed_hosts_store(tmp_path):
         node.stop()
     with pytest.raises(ChestDxError, match="1 to 16 characters"):
         DicomNode(tmp_path / "store", port=0, allowed_callers=["A" * 17])
+
+
+def test_a_series_that_fails_is_reported_back_as_an_sr_with_the_reason(tmp_path):
+    received = []
+
+    def on_store(event):
+        received.append(event.dataset)
+        return 0x0000
+
+    pacs = AE(ae_title="PACS")
+    pacs.add_supported_context(Comprehensive3DSRStorage)
+    server = pacs.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    node = DicomNode(tmp_path / "store", port=0, quiet_seconds=0.5,
+                     return_to=Peer("127.0.0.1", server.server_address[1], "PACS"))
+    node.start()
+    try:
+        tiny = tmp_path / "tiny.dcm"  # an 8x8 CT image: chestdx cannot read it
+        source = new_dataset(np.zeros((8, 8), np.int16), modality="CT")
+        source.PatientName, source.PatientID = "Doe^Jane", "P123"
+        source.save_as(tiny, enforce_file_format=True)
+        assert _send([tiny], node.port) == [0]
+        status = _wait_for_status(tmp_path / "store" / source.SeriesInstanceUID, seconds=60)
+    finally:
+        node.stop()
+        server.shutdown()
+    assert status["state"] == "failed" and status["failure_report"] == "sent"
+    assert len(received) == 1
+    sr = received[0]
+    assert sr.SOPClassUID == Comprehensive3DSRStorage and sr.StudyInstanceUID == source.StudyInstanceUID
+    assert str(sr.PatientName) == "Doe^Jane" and sr.PatientID == "P123"  # filed under the source's patient
+    texts = [item.TextValue for item in _items(sr) if "TextValue" in item]
+    assert any("too small" in text for text in texts)
+    meanings = [item.ConceptCodeSequence[0].CodeMeaning for item in _items(sr) if "ConceptCodeSequence" in item]
+    assert "Could not be processed" in meanings
+    refs = [r.ReferencedSOPInstanceUID for item in _items(sr) for r in item.get("ReferencedSOPSequence", [])]
+    assert source.SOPInstanceUID in refs
+    kept = tmp_path / "store" / source.SeriesInstanceUID / "results" / "failure_sr.dcm"
+    if shutil.which("dciodvfy"):  # installed by make test (Debian dicom3tools)
+        result = subprocess.run(["dciodvfy", str(kept)], capture_output=True, text=True)
+        assert [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")] == []
+
+
+def _items(dataset):
+    for item in dataset.get("ContentSequence", []):
+        yield item
+        yield from _items(item)

@@ -5,7 +5,8 @@ thread takes each series that has gone quiet, reads it with the patient module k
 (``keep_phi``: the results must file under the same patient in the PACS), diagnoses it with
 the model loaded once at start-up, writes the SR, key-slice captures and lung segmentation
 into the series folder and sends them to the ``return_to`` node by C-STORE. Failures are
-logged by series UID (never by patient name) and recorded in the series' ``status.json``.
+logged by series UID (never by patient name), recorded in the series' ``status.json`` and
+sent back as an SR that says the series could not be processed and why.
 Access is limited, when asked, to listed calling AE titles (the association is rejected) and
 to listed hosts (their instances are refused with "not authorized" and never written).
 """
@@ -27,7 +28,7 @@ from pynetdicom.sop_class import (CTImageStorage, Comprehensive3DSRStorage, Seco
 from chestdx.errors import ChestDxError
 from chestdx.models.loading import load_model
 from chestdx.node.collector import SeriesCollector, write_status
-from chestdx.outputs.dicom import write_dicom_outputs
+from chestdx.outputs.dicom import failure_report, write_dicom_outputs
 from chestdx.pipeline import diagnose_source
 
 log = logging.getLogger("chestdx.node")
@@ -115,7 +116,8 @@ class DicomNode:
         self.ae_title, self.host, self.port = ae_title, host, port
         self.return_to = return_to
         self.model_name = model
-        load_model(model)  # loaded once per process (load_model keeps it): a broken model stops the node at start
+        # loaded once per process (load_model keeps it): a broken model stops the node at start
+        self.model_label = load_model(model).name
         self._stop = threading.Event()
         self._server = None
         self._worker: threading.Thread | None = None
@@ -180,6 +182,27 @@ class DicomNode:
                 self.process(folder)
             self._stop.wait(0.2)
 
+    def _report_failure(self, folder: Path, error: str) -> str:
+        """Send the PACS an SR saying the series could not be processed and why.
+
+        Returns:
+            What became of it: "sent", or why it was not sent.
+        """
+        try:
+            sources = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted((folder / "images").iterdir())]
+            results = folder / "results"
+            shutil.rmtree(results, ignore_errors=True)
+            results.mkdir(parents=True)
+            path = results / "failure_sr.dcm"
+            failure_report(sources, error, self.model_label).save_as(path, enforce_file_format=True)
+            codes = send_files([path], self.return_to, self.ae_title)
+        except (ChestDxError, OSError) as exc:
+            log.error("series %s: the failure report could not be sent: %s", folder.name, exc)
+            return f"not sent: {exc}"
+        if any(c != 0 for c in codes):
+            return f"not sent: {self.return_to} answered C-STORE statuses {[hex(c) for c in codes]}"
+        return "sent"
+
     def process(self, folder: Path) -> dict:
         """Diagnose one received series, write its DICOM results and send them back.
 
@@ -208,6 +231,8 @@ class DicomNode:
         except Exception as exc:  # the node keeps serving whatever one series does
             log.exception("series %s: unexpected error", folder.name)
             status = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        if status["state"] == "failed" and self.return_to is not None:
+            status["failure_report"] = self._report_failure(folder, status["error"])
         status["seconds"] = round(time.perf_counter() - t0, 3)
         write_status(folder, status)
         if status["state"] == "done":

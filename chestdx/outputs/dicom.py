@@ -18,6 +18,7 @@ only when the study was read with ``load_study(..., keep_phi=True)``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,17 +208,52 @@ def structured_report(diagnosis: Diagnosis, *, keep_patient: bool = False, n_key
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="chestdx study classification"),
         algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=[decision],
         source_images=[hd.sr.SourceImageForMeasurementGroup(ds.SOPClassUID, ds.SOPInstanceUID) for ds in evidence])
-    device = hd.sr.DeviceObserverIdentifyingAttributes(uid=generate_uid(entropy_srcs=[MANUFACTURER, model.name]),
+    return _report(evidence, group, model.name, f"chestdx {model.name} report - research use only")
+
+
+def _report(evidence: list[Dataset], group, model_name: str, description: str) -> Dataset:
+    """The Comprehensive 3D SR holding one TID 1500 measurement group, observed by chestdx as a device."""
+    device = hd.sr.DeviceObserverIdentifyingAttributes(uid=generate_uid(entropy_srcs=[MANUFACTURER, model_name]),
                                                        name=MANUFACTURER, manufacturer_name=MANUFACTURER,
-                                                       model_name=model.name)
+                                                       model_name=model_name)
     context = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(codes.DCM.Device, device))
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=PROCEDURE_CT_CHEST,
                                      imaging_measurements=[group], title=codes.cid7021.ImagingMeasurementReport)
     sr = hd.sr.Comprehensive3DSR(evidence=evidence, content=report, series_instance_uid=generate_uid(),
                                  series_number=SERIES_NUMBERS["sr"], sop_instance_uid=generate_uid(), instance_number=1,
                                  manufacturer=MANUFACTURER, is_complete=True)
-    sr.SeriesDescription = f"chestdx {model.name} report - research use only"
+    sr.SeriesDescription = description
     return sr
+
+
+def failure_report(sources: list[Dataset], reason: str, model_name: str) -> Dataset:
+    """An SR that tells the PACS a series could not be processed, and why.
+
+    Args:
+        sources: the received instances' headers (read without pixel data); the SR joins their
+            study and patient and references them.
+        reason: the one-line error, as recorded in ``status.json`` (it names no patient).
+        model_name: the model that was to process the series.
+
+    Returns:
+        The SR dataset: a measurement group with the qualitative evaluation "Processing status:
+        could not be processed" and the reason as text.
+    """
+    _require_highdicom()
+    sources = [copy.copy(ds) for ds in sources]
+    for ds in sources:  # the patient and study module highdicom copies: empty where the sender left it out
+        for keyword in (*PATIENT_TAGS, "PatientSex", "StudyDate", "StudyTime"):
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+    status = hd.sr.QualitativeEvaluation(_code("status", "Processing status"),
+                                         _code("failed", "Could not be processed"))
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="chestdx study classification"),
+        qualitative_evaluations=[status],
+        source_images=[hd.sr.SourceImageForMeasurementGroup(ds.SOPClassUID, ds.SOPInstanceUID) for ds in sources])
+    group[0].ContentSequence.append(hd.sr.TextContentItem(_code("reason", "Reason the series was not processed"),
+                                                          reason, relationship_type="CONTAINS"))
+    return _report(sources, group, model_name, "chestdx could not process this series - research use only")
 
 
 def _wrapped(lines: list[str], font, width: int) -> list[tuple[str, int]]:
