@@ -283,6 +283,14 @@ def test_a_series_that_fails_is_reported_back_as_an_sr_with_the_reason(tmp_path)
         source.save_as(tiny, enforce_file_format=True)
         assert _send([tiny], node.port) == [0]
         status = _wait_for_status(tmp_path / "store" / source.SeriesInstanceUID, seconds=60)
+        studyless = tmp_path / "studyless.dcm"  # no StudyInstanceUID: the failure SR cannot be made; the node goes on
+        ds = new_dataset(np.zeros((8, 8), np.int16), modality="CT")
+        del ds.StudyInstanceUID
+        ds.save_as(studyless, enforce_file_format=True)
+        assert _send([studyless], node.port) == [0]
+        unsent = _wait_for_status(tmp_path / "store" / ds.SeriesInstanceUID, seconds=60)
+        assert unsent["state"] == "failed" and unsent["failure_report"].startswith("not sent: ")
+        assert _send([tiny], node.port) == [0]  # still serving
     finally:
         node.stop()
         server.shutdown()

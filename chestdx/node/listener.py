@@ -196,9 +196,9 @@ class DicomNode:
             path = results / "failure_sr.dcm"
             failure_report(sources, error, self.model_label).save_as(path, enforce_file_format=True)
             codes = send_files([path], self.return_to, self.ae_title)
-        except (ChestDxError, OSError) as exc:
-            log.error("series %s: the failure report could not be sent: %s", folder.name, exc)
-            return f"not sent: {exc}"
+        except Exception as exc:  # highdicom or the network on whatever the sender left out: the worker keeps going
+            log.error("series %s: the failure report could not be sent: %s: %s", folder.name, type(exc).__name__, exc)
+            return f"not sent: {type(exc).__name__}: {exc}"
         if any(c != 0 for c in codes):
             return f"not sent: {self.return_to} answered C-STORE statuses {[hex(c) for c in codes]}"
         return "sent"

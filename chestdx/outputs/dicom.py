@@ -240,7 +240,7 @@ def failure_report(sources: list[Dataset], reason: str, model_name: str) -> Data
         could not be processed" and the reason as text.
     """
     _require_highdicom()
-    sources = [copy.copy(ds) for ds in sources]
+    sources = [copy.deepcopy(ds) for ds in sources]  # a shallow copy shares the elements: the caller's would change
     for ds in sources:  # the patient and study module highdicom copies: empty where the sender left it out
         for keyword in (*PATIENT_TAGS, "PatientSex", "StudyDate", "StudyTime"):
             if keyword not in ds:
