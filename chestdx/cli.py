@@ -417,6 +417,11 @@ def _headline(card) -> str:
         split = card.metrics["test"]
         return (f"test AUC {test.value:.3f} (95% CI {test.ci_low:.3f}-{test.ci_high:.3f}), "
                 f"level {split.level or 'not recorded'}, n={split.n}")
+    per_source = card.source_aucs("test")
+    if per_source:
+        return "test AUC per source (study level): " + ", ".join(
+            f"{source} {m.value:.3f}" + (f" ({m.ci_low:.3f}-{m.ci_high:.3f})" if m.ci_low is not None else "")
+            for source, m in per_source.items())
     cv = card.metrics.get("cross_validation")
     if cv is not None and (cv.details.get("mean_sd") or {}).get("auc"):
         auc = cv.details["mean_sd"]["auc"]

@@ -361,7 +361,8 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
             score = _val_score(va.y, val_logits)
             score_key = score if not math.isnan(score) else -val_loss
             row = {"stage": stage["name"], "epoch": epoch + 1, "train_loss": round(total / len(tr), 4),
-                   "val_loss": round(val_loss, 4), "val_auc": round(score, 4), "seconds": round(time.time() - t0, 1)}
+                   "val_loss": round(val_loss, 4), "val_auc": None if math.isnan(score) else round(score, 4),
+                   "seconds": round(time.time() - t0, 1)}
             history.append(row)
             log.warning("%s", row) if not progress else tqdm.write(str(row))
             if score_key > best:
