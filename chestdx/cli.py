@@ -527,8 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "lung/lesion volumes, involvement, severity score and CT-0..CT-4 (CT only; slower)")
             p.add_argument("--quantify-slices", type=int, help="run the lesion segmenter on at most this many lung "
                                                                "slices (faster; see `chestdx segment --max-slices`)")
-            p.add_argument("--dicom-out", help="also write a DICOM SR, key-slice secondary captures and a lung "
-                                               "segmentation (de-identified) into this folder")
+            p.add_argument("--dicom-out", help="also write a DICOM SR, key-slice secondary captures and a "
+                                               "segmentation of the lungs and (with lesion-default installed) lesions, "
+                                               "de-identified, into this folder")
         else:
             p.add_argument("--method", default="gradcam", choices=methods, help="boxes: dre-net models only")
             p.add_argument("--target", help="class to explain (default: the decided class)")
