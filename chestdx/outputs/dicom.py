@@ -490,7 +490,9 @@ def segmentation(diagnosis: Diagnosis, segments: list[MaskSegment], *, keep_pati
     for s in segments:
         if s.mask.shape != shape:
             raise ValueError(f"segment {s.label!r} has shape {s.mask.shape}, the study {shape}")
-    labels = np.stack([s.mask for s in segments], axis=-1).astype(np.uint8)  # (z, y, x, segments)
+    # (z, y, x, segments), each segment contiguous: highdicom's overlap check sums over the last axis, which on a
+    # C-ordered (300, 512, 512, 3) array took 6.5 s of the SEG's 9 s
+    labels = np.stack([s.mask for s in segments], axis=0).astype(np.uint8).transpose(1, 2, 3, 0)
     algorithm = hd.AlgorithmIdentificationSequence(name=diagnosis.model.name, version=model_version(diagnosis),
                                                    family=codes.cid7162.ArtificialIntelligence)
     descriptions = []
