@@ -71,6 +71,8 @@ class Diagnosis:
         explanation: the explanation, once ``explain`` has run.
         quantification: lung and lesion volumes, involvement, severity score and CT-0..CT-4
             category, once ``quantify_lesions`` has run (`chestdx.models.quantify.quantify`).
+        lesions: the lesion label map behind ``quantification`` (a
+            `chestdx.models.lesion.LesionResult`), kept for outputs that draw it (the DICOM SEG).
     """
 
     study: Study
@@ -84,6 +86,7 @@ class Diagnosis:
     warnings: list[str] = field(default_factory=list)
     explanation: StudyExplanation | None = None
     quantification: dict | None = None
+    lesions: object | None = None
 
     @property
     def decision_index(self) -> int:
@@ -265,6 +268,7 @@ def quantify_lesions(diagnosis: Diagnosis, lesion_model: str | None = None, max_
     t0 = time.perf_counter()
     model = _lesion_model(lesion_model)
     result = segment_study(diagnosis.study, model, lung_mask=_lungs(diagnosis), max_slices=max_slices)
+    diagnosis.lesions = result
     diagnosis.quantification = {"model": model.name, **quantify(result.lung_mask, result.labels,
                                                                 measured_spacing(diagnosis.study))}
     diagnosis.warnings += result.warnings
