@@ -144,9 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         explain(diagnosis, args.explain, n_slices=args.slices, progress=not args.quiet)
         path = write_study_explanation(args.out, diagnosis)
-    record = prediction_record(diagnosis, top_k=args.top)
-    if path is not None:
-        record["explanation"] = str(path)
+    record = prediction_record(diagnosis, top_k=args.top, explanation_file=path)
     if args.dicom_out:
         from chestdx.outputs.dicom import write_dicom_outputs
 

@@ -60,8 +60,8 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
         explain_slices: how many top slices get a Grad-CAM map (0: none).
 
     Returns:
-        The result JSON: the prediction record, with ``study`` (slices, intensity, shape)
-        and ``explanation`` (method and explained slices) added.
+        The result JSON: the prediction record (`chestdx.outputs.prediction.prediction_record`,
+        with ``study`` and, when maps were made, ``explanation``).
 
     Raises:
         ChestDxError: the study cannot be read or diagnosed; the message says why.
@@ -76,17 +76,11 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
     study = diagnosis.study
     stored = np.rint(study.pixels).clip(-32768, 32767).astype(np.int16 if study.intensity == "hu" else np.uint8)
     np.save(path / PIXELS_FILE, stored)
-    explanation = None
+    explanation_file = None
     if explain_slices > 0:
         explain(diagnosis, EXPLAIN_METHOD, n_slices=explain_slices)
-        write_study_explanation(path / EXPLANATION_FOLDER, diagnosis)
-        e = diagnosis.explanation
-        explanation = {"method": e.method, "class": e.class_name, "slices": e.slice_indices,
-                       "slice_scores": [round(s, 4) for s in e.slice_scores]}
-    record = prediction_record(diagnosis)
-    record["study"] = {"n_slices": int(study.n_slices), "intensity": study.intensity, "shape": list(stored.shape)}
-    record["explanation"] = explanation
-    text = dumps(record)
+        explanation_file = write_study_explanation(path / EXPLANATION_FOLDER, diagnosis).relative_to(path)
+    text = dumps(prediction_record(diagnosis, explanation_file=explanation_file))
     (path / RESULT_FILE).write_text(text)
     return text
 
