@@ -31,9 +31,9 @@ from chestdx.explain.overlay import overlay_rgb
 from chestdx.io.study import Study
 from chestdx.models.bundled import list_bundled
 from chestdx.outputs.explanations import heatmap_name
+from chestdx.outputs.report import ChromiumMissing, html_to_pdf, report_html
 from chestdx.preprocess.intensity import render_8bit
 from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, PIXELS_FILE, JobRunner
-from chestdx.serve.report import html_to_pdf, report_html
 from chestdx.serve.store import StudyRow, check_token, count_by_status, open_database
 from chestdx.serve.uploads import RequestError, save_upload, upload_too_large
 
@@ -256,8 +256,14 @@ def create_app(settings: Settings) -> FastAPI:
         """The study's report as one self-contained HTML page, or as PDF (printed by Chromium on the server)."""
         html = report_html(study_id, finished_result(study_id), data_dir / study_id / EXPLANATION_FOLDER)
         if format == "pdf":
+            try:
+                pdf = html_to_pdf(html)
+            except ChromiumMissing as exc:
+                raise RequestError(501, str(exc)) from exc
+            except ChestDxError as exc:
+                raise RequestError(500, str(exc)) from exc
             headers = {"Content-Disposition": f'attachment; filename="chestdx-{study_id}.pdf"'}
-            return Response(html_to_pdf(html), media_type="application/pdf", headers=headers)
+            return Response(pdf, media_type="application/pdf", headers=headers)
         return HTMLResponse(html)
 
     @app.delete("/studies/{study_id}", status_code=204, tags=["studies"], dependencies=[Depends(authorised)])
