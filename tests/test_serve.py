@@ -126,12 +126,18 @@ def test_an_uploaded_series_gets_the_probabilities_of_chestdx_predict(done_study
     assert done_study["status"] == "done", done_study["error"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["--quiet", "predict", str(series), "--json"]) == 0
+        assert main(["--quiet", "predict", str(series), "--json", "--quantify"]) == 0
     cli = json.loads(out.getvalue())
     result = done_study["result"]
     assert result["probabilities"] == cli["probabilities"] and result["decision"] == cli["decision"]
     assert result["limitations"] == cli["limitations"] and result["model"]["name"] == cli["model"]["name"]
-    assert result["study"]["n_slices"] == 16
+    # the service's record is predict's: the same keys (study, quantification, lesions included), the same measures
+    assert set(result) == set(cli) and result["study"] == cli["study"] == {"n_slices": 16, "intensity": "hu",
+                                                                          "shape": [16, 128, 128]}
+    assert result["quantification"] == cli["quantification"] and result["lesions"] == cli["lesions"]
+    chest = result["quantification"]["chest"]
+    assert chest["category"] in {f"CT-{k}" for k in range(5)} and 0 <= chest["severity_score"] <= 30
+    assert result["quantification"]["model"] == result["lesions"]["model"] == "lesion-default"
     # no uploaded file name is kept: not in the record, not on disk
     assert done_study["upload"] == "1 file: .zip"
     data_dir = service[2]
@@ -200,6 +206,37 @@ def test_slices_render_in_both_windows_and_overlay_only_explained_slices(service
     assert 'alt="Grad-CAM on slice 8"' in report.text and "data:image/png;base64," in report.text
 
 
+def test_the_lesion_overlay_colours_the_segmented_lesions_and_the_report_quantifies_them(service, done_study):
+    client, headers, data_dir, _ = service
+    result = done_study["result"]
+    labels = np.load(data_dir / done_study["id"] / "lesions.npy")
+    assert labels.shape == tuple(result["study"]["shape"]) and set(np.unique(labels)) <= {0, 1, 2}
+    k = result["lesions"]["key_slices"][0]["index"]
+    assert int((labels[k] > 0).sum()) == result["lesions"]["key_slices"][0]["lesion_pixels"] > 0
+    assert result["lesions"]["slices_with_lesion"] == [int(i) for i in np.flatnonzero(labels.any(axis=(1, 2)))]
+
+    def png(query: str) -> np.ndarray:
+        answer = client.get(f"/studies/{done_study['id']}/slices/{k}.png?{query}", headers=headers)
+        assert answer.status_code == 200, answer.text
+        return np.asarray(Image.open(io.BytesIO(answer.content))).astype(int)
+
+    plain, lesion = png("overlay=none"), png("overlay=lesion&opacity=0.6")
+    assert lesion.shape == plain.shape + (3,)
+    ggo, consolidation = labels[k] == 1, labels[k] == 2
+    assert np.array_equal(lesion[~(ggo | consolidation)], np.repeat(plain[~(ggo | consolidation), None], 3, axis=1))
+    if ggo.any():  # yellow: red and green above blue
+        assert (lesion[ggo][:, 0] - lesion[ggo][:, 2]).min() > 60 and (lesion[ggo][:, 1] - lesion[ggo][:, 2]).min() > 40
+    if consolidation.any():  # red
+        assert (lesion[consolidation][:, 0] - lesion[consolidation][:, 1]).min() > 60
+    assert client.get(f"/studies/{done_study['id']}/slices/{k}.png?overlay=mask", headers=headers).status_code == 422
+
+    report = client.get(f"/studies/{done_study['id']}/report", headers=headers).text
+    chest = result["quantification"]["chest"]
+    assert "Lesions and lung involvement" in report and f"<b>{chest['category']}</b>" in report
+    assert f"severity score {chest['severity_score']}/30" in report and "ground-glass share of lesion" in report
+    assert f'alt="lesions on slice {k}"' in report
+
+
 def test_metrics_are_prometheus_text(service, done_study):
     client, headers, *_ = service
     text = client.get("/metrics", headers=headers).text
@@ -243,13 +280,14 @@ def test_a_restart_resumes_queued_jobs_and_reruns_interrupted_ones(tmp_path, ser
         (tmp_path / study_id / "upload" / "study.zip").write_bytes(zipped(series))
         with sessions.begin() as session:
             session.add(StudyRow(id=study_id, status=status, upload="1 file: .zip", attempts=int(status == "running")))
-    app = create_app(Settings(data_dir=tmp_path, explain_slices=0, poll_seconds=0.2))
+    app = create_app(Settings(data_dir=tmp_path, explain_slices=0, poll_seconds=0.2, quantify=False))
     headers = {"Authorization": f"Bearer {create_token(app.state.sessions, 'tests')}"}
     with TestClient(app) as client:
         studies = [wait_for_job(client, headers, study_id) for study_id in ("a" * 32, "b" * 32)]
     assert [s["status"] for s in studies] == ["done", "done"], [s["error"] for s in studies]
     assert [s["attempts"] for s in studies] == [1, 2]
     assert studies[0]["result"]["probabilities"] == studies[1]["result"]["probabilities"]
+    assert "quantification" not in studies[0]["result"]  # --no-quantify
 
 
 def _chromium_driver():
@@ -266,10 +304,23 @@ def _chromium_driver():
     return webdriver.Chrome(service=webdriver.ChromeService(driver), options=options)
 
 
+COLOURED_PIXELS = """
+const image = document.getElementById("image"), canvas = document.createElement("canvas");
+canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+const context = canvas.getContext("2d");
+context.drawImage(image, 0, 0);
+const rgba = context.getImageData(0, 0, canvas.width, canvas.height).data;
+let n = 0;
+for (let i = 0; i < rgba.length; i += 4) if (rgba[i] - rgba[i + 2] > 60) n++;
+return n;
+"""
+"""Pixels of the shown slice that are far redder than blue: the lesion colours (a grey slice has none)."""
+
+
 def test_the_viewer_in_chromium_logs_in_uploads_scrolls_and_opens_the_report(service, series):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     client, headers, *_ = service
     browser = _chromium_driver()
@@ -300,11 +351,37 @@ def test_the_viewer_in_chromium_logs_in_uploads_scrolls_and_opens_the_report(ser
         frame.click()
         frame.send_keys(Keys.ARROW_DOWN)
         wait.until(lambda b: b.find_element(By.ID, "slice-label").text != first)
-        # this service explains no slice (explain_slices=0): the overlay toggle is off and says why
-        assert not browser.find_element(By.ID, "overlay").is_enabled()
-        assert "No Grad-CAM map" in browser.find_element(By.ID, "overlay-note").text
+        # this service explains no slice (explain_slices=0): Grad-CAM cannot be chosen, the lesion map is shown
+        overlay = Select(browser.find_element(By.ID, "overlay"))
+        assert [o.get_attribute("value") for o in overlay.options if not o.is_enabled()] == ["gradcam"]
+        assert overlay.first_selected_option.get_attribute("value") == "lesion"
+
+        # the quantification beside the result, as the API has it
+        record = client.get(f"/studies/{newest['id']}", headers=headers).json()["result"]
+        chest = record["quantification"]["chest"]
+        assert browser.find_element(By.ID, "category").text == (
+            f"{chest['category']}: involvement {chest['involvement_percent']:.1f}%, "
+            f"severity score {chest['severity_score']}/30")
+        table = browser.find_element(By.ID, "quantification-table").text
+        assert "lung volume" in table and "involvement %" in table and f"{chest['severity_score']}/30" in table
+
+        # the slice with the most lesion, from its button: coloured where the segmenter found lesions
+        k = record["lesions"]["key_slices"][0]["index"]
+        browser.find_element(By.XPATH, f"//span[@id='lesion-slices']/button[text()='{k}']").click()
+        wait.until(lambda b: b.find_element(By.ID, "image").get_attribute("alt") == f"slice {k}, lung window, lesion overlay")
+        wait.until(lambda b: b.execute_script("return document.getElementById('image').complete"))
+        assert browser.execute_script(COLOURED_PIXELS) > 0
+        assert browser.find_element(By.ID, "lesion-legend").is_displayed()
+        assert "Lesions found on this slice" in browser.find_element(By.ID, "overlay-note").text
         artefact.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(artefact))
+        overlay.select_by_value("none")  # toggled off: the grey slice
+        wait.until(lambda b: b.find_element(By.ID, "image").get_attribute("alt") == f"slice {k}, lung window")
+        wait.until(lambda b: b.execute_script("return document.getElementById('image').complete"))
+        assert browser.execute_script(COLOURED_PIXELS) == 0
+        assert not browser.find_element(By.ID, "lesion-legend").is_displayed()
+        overlay.select_by_value("lesion")
+        wait.until(lambda b: b.find_element(By.ID, "image").get_attribute("alt").endswith("lesion overlay"))
 
         browser.find_element(By.XPATH, "//button[text()='Open report']").click()
         wait.until(lambda b: len(b.window_handles) == 2)

@@ -1,4 +1,4 @@
-"""The FastAPI application: upload studies, follow their jobs, view slices with Grad-CAM, get reports.
+"""The FastAPI application: upload studies, follow their jobs, view slices with Grad-CAM or lesions, get reports.
 
 Every endpoint but ``/healthz`` (and the static viewer page, which holds no data) needs
 ``Authorization: Bearer TOKEN`` (``chestdx serve token create NAME``). Logs name studies by
@@ -32,8 +32,9 @@ from chestdx.io.study import Study
 from chestdx.models.bundled import list_bundled
 from chestdx.outputs.explanations import heatmap_name
 from chestdx.outputs.report import ChromiumMissing, html_to_pdf, report_html
+from chestdx.outputs.segmentation import overlay_labels
 from chestdx.preprocess.intensity import render_8bit
-from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, PIXELS_FILE, JobRunner
+from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, LESION_FILE, LESION_FOLDER, PIXELS_FILE, JobRunner
 from chestdx.serve.store import StudyRow, check_token, count_by_status, open_database
 from chestdx.serve.uploads import RequestError, save_upload, upload_too_large
 
@@ -56,6 +57,11 @@ class Settings:
         explain_slices: top slices that get a Grad-CAM map per study (0: none; each map
             costs seconds of CPU).
         poll_seconds: how often the dispatcher looks at the queue when not woken.
+        quantify: segment the lesions of CT studies (lesion-default) and quantify them: lung
+            and lesion volumes, involvement, ground-glass / consolidation shares, severity
+            score, CT-0..CT-4; the viewer overlays the label map.
+        quantify_slices: run the lesion segmenter on at most this many lung slices per study
+            (None: all; the others take the labels of the nearest slice run).
     """
 
     data_dir: Path = Path("chestdx-data")
@@ -64,6 +70,8 @@ class Settings:
     workers: int = 1
     explain_slices: int = 3
     poll_seconds: float = 2.0
+    quantify: bool = True
+    quantify_slices: int | None = None
 
     @property
     def database_url(self) -> str:
@@ -132,7 +140,8 @@ def create_app(settings: Settings) -> FastAPI:
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     sessions = open_database(settings.database_url)
-    runner = JobRunner(sessions, data_dir, settings.workers, settings.explain_slices, settings.poll_seconds)
+    runner = JobRunner(sessions, data_dir, settings.workers, settings.explain_slices, settings.poll_seconds,
+                       quantify=settings.quantify, quantify_slices=settings.quantify_slices)
     max_bytes = int(settings.max_upload_mb * 2**20)
 
     @asynccontextmanager
@@ -231,8 +240,13 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/studies/{study_id}/slices/{k}.png", tags=["studies"], dependencies=[Depends(authorised)],
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def slice_png(study_id: str, k: int, window: Literal["lung", "mediastinum"] = "lung",
-                  overlay: Literal["gradcam", "none"] = "none", opacity: float = Query(0.45, ge=0.0, le=1.0)) -> Response:
-        """Slice ``k`` of a finished study, HU-windowed, with its Grad-CAM map when it is one of the explained slices."""
+                  overlay: Literal["gradcam", "lesion", "none"] = "none",
+                  opacity: float = Query(0.45, ge=0.0, le=1.0)) -> Response:
+        """Slice ``k`` of a finished study, windowed, with an overlay.
+
+        ``gradcam``: its Grad-CAM map (the explained key slices only); ``lesion``: the lesion
+        segmenter's labels (CT studies; ground-glass opacity yellow, consolidation red).
+        """
         record = finished_result(study_id)
         pixels = np.load(data_dir / study_id / PIXELS_FILE, mmap_mode="r")
         if not 0 <= k < len(pixels):
@@ -246,6 +260,13 @@ def create_app(settings: Settings) -> FastAPI:
                                         f"{', '.join(map(str, explained)) or 'none (the service runs with --explain-slices 0)'}")
             heat = np.load(data_dir / study_id / EXPLANATION_FOLDER / heatmap_name(k))
             image = overlay_rgb(image, heat, alpha=opacity)
+        elif overlay == "lesion":
+            labels = data_dir / study_id / LESION_FILE
+            if not labels.is_file():
+                why = ("lesions are segmented in CT studies only" if record["kind"] == "xray"
+                       else "the service runs with --no-quantify")
+                raise RequestError(404, f"study {study_id} has no lesion map: {why}")
+            image = overlay_labels(image, np.asarray(np.load(labels, mmap_mode="r")[k]), alpha=opacity)
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
@@ -254,7 +275,8 @@ def create_app(settings: Settings) -> FastAPI:
              response_class=HTMLResponse, responses={200: {"content": {"text/html": {}, "application/pdf": {}}}})
     def report(study_id: str, format: Literal["html", "pdf"] = "html") -> Response:
         """The study's report as one self-contained HTML page, or as PDF (printed by Chromium on the server)."""
-        html = report_html(study_id, finished_result(study_id), data_dir / study_id / EXPLANATION_FOLDER)
+        folder = data_dir / study_id
+        html = report_html(study_id, finished_result(study_id), folder / EXPLANATION_FOLDER, folder / LESION_FOLDER)
         if format == "pdf":
             try:
                 pdf = html_to_pdf(html)
