@@ -61,6 +61,20 @@ def series(tmp_path_factory) -> Path:
     return folder
 
 
+def serve_in_thread(app) -> tuple[uvicorn.Server, threading.Thread, int]:
+    """Start uvicorn with the app on a free port of 127.0.0.1. Returns: the server, its thread and the port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    return server, thread, port
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """The app served by uvicorn on a free port of 127.0.0.1, with one token.
@@ -72,15 +86,7 @@ def service(tmp_path_factory):
     app = create_app(Settings(data_dir=data_dir, db_url=os.environ.get("CHESTDX_TEST_DB_URL"),
                               max_upload_mb=MAX_UPLOAD_MB, explain_slices=0, poll_seconds=0.2))
     token = create_token(app.state.sessions, "tests")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
+    server, thread, port = serve_in_thread(app)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
         yield client, {"Authorization": f"Bearer {token}"}, data_dir, app.state.sessions
     server.should_exit = True
@@ -173,6 +179,105 @@ def test_bad_uploads_answer_4xx_with_a_message_and_leave_nothing_behind(service,
                              files={"files": ("a.dcm", b"x", "application/dicom")})
     assert wrong_kind.status_code == 422 and "kind" in wrong_kind.json()["detail"]
     assert sorted(p.name for p in data_dir.iterdir()) == before
+
+
+def _study_folders(data_dir: Path) -> list[Path]:
+    return [p for p in data_dir.iterdir() if p.is_dir()]
+
+
+def _upload_files(data_dir: Path) -> list[Path]:
+    return [f for folder in _study_folders(data_dir) for f in (folder / "upload").glob("*") if f.is_file()]
+
+
+def _wait_until(condition, patience_s: float = 20.0) -> None:
+    deadline = time.monotonic() + patience_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.02)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_large_upload_streams_to_disk_in_bounded_memory_and_is_stopped_at_the_limit(tmp_path):
+    """A chunked upload (no Content-Length, so only the streaming check can stop it) of 300 MB against a 256 MB limit.
+
+    While it arrives, the file in the study's folder grows (it is written as it comes, not
+    after the request) and the process's resident memory stays far below the upload's size;
+    past the limit the upload is answered 413 in one line and its folder is removed.
+    """
+    limit_mb, total_mb, chunk = 256, 300, os.urandom(2**20)
+    data_dir = tmp_path / "data"
+    app = create_app(Settings(data_dir=data_dir, max_upload_mb=limit_mb, explain_slices=0))
+    token = create_token(app.state.sessions, "tests")
+    server, thread, port = serve_in_thread(app)
+    boundary = "chestdx-test-boundary"
+    seen = {"on_disk_mid_upload": 0, "gone_before_the_end": False}
+    peak = {"rss": 0}
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            peak["rss"] = max(peak["rss"], _resident_bytes())
+            time.sleep(0.005)
+
+    def body():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"DOE_JANE.nii\"\r\n"
+               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        for mb in range(total_mb):
+            if mb == 200:  # the first 200 MB are on disk while the client still sends
+                _wait_until(lambda: sum(f.stat().st_size for f in _upload_files(data_dir)) >= 150 * 2**20)
+                seen["on_disk_mid_upload"] = sum(f.stat().st_size for f in _upload_files(data_dir))
+            if mb == total_mb - 8:  # past the limit: refused and removed before the upload ends
+                _wait_until(lambda: not _study_folders(data_dir))
+                seen["gone_before_the_end"] = True
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+            client.get("/healthz")
+            baseline = _resident_bytes()
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            started = time.monotonic()
+            answer = client.post("/studies", content=body(), headers={
+                "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+            seconds = time.monotonic() - started
+            sampling.set()
+            sampler.join()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    growth = peak["rss"] - baseline
+    print(f"\n{total_mb} MB chunked upload: {seconds:.1f} s ({total_mb / seconds:.0f} MB/s); {seen['on_disk_mid_upload'] / 2**20:.0f} MB "
+          f"on disk at 200 MB sent; resident memory +{growth / 2**20:.1f} MB at most")
+    assert answer.status_code == 413, answer.text
+    detail = answer.json()["detail"]
+    assert f"larger than the limit of {limit_mb} MB" in detail and "\n" not in detail
+    assert seen["on_disk_mid_upload"] >= 150 * 2**20 and seen["gone_before_the_end"]
+    assert growth < 64 * 2**20, f"resident memory grew by {growth / 2**20:.0f} MB during a {total_mb} MB upload"
+    assert not _study_folders(data_dir)
+    with app.state.sessions() as session:
+        assert session.query(StudyRow).count() == 0
+
+
+def test_an_upload_broken_off_by_its_client_leaves_nothing_behind(service):
+    client, headers, data_dir, sessions = service
+    before = sorted(p.name for p in data_dir.iterdir())
+    boundary = "chestdx-test-boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"scan.nii\"\r\n\r\n").encode()
+    declared = len(head) + 2**20 + 64
+    request = (f"POST /studies HTTP/1.1\r\nHost: {client.base_url.host}\r\n{list(headers)[0]}: {list(headers.values())[0]}\r\n"
+               f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {declared}\r\n\r\n").encode()
+    with socket.create_connection((client.base_url.host, client.base_url.port)) as raw:
+        raw.sendall(request + head + b"\0" * (2**19))  # half the file, then the client goes away
+        _wait_until(lambda: any(f.stat().st_size > 0 for f in _upload_files(data_dir)))  # written as it came
+    _wait_until(lambda: sorted(p.name for p in data_dir.iterdir()) == before)
+    with sessions() as session:
+        assert session.query(StudyRow).filter(StudyRow.upload.like("%.nii%")).count() == 0
 
 
 def test_slices_render_in_both_windows_and_overlay_only_explained_slices(service, done_study):

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from chestdx.errors import ChestDxError
 from chestdx.explain.overlay import overlay_rgb
@@ -36,12 +38,22 @@ from chestdx.outputs.segmentation import overlay_labels
 from chestdx.preprocess.intensity import render_8bit
 from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, LESION_FILE, LESION_FOLDER, PIXELS_FILE, JobRunner
 from chestdx.serve.store import StudyRow, check_token, count_by_status, open_database
-from chestdx.serve.uploads import RequestError, save_upload, upload_too_large
+from chestdx.serve.uploads import RequestError, StreamedUpload, multipart_boundary, upload_too_large
 
 log = logging.getLogger("chestdx.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Viewer window names -> the HU presets of chestdx.preprocess.intensity.WINDOWS.
 VIEW_WINDOWS = {"lung": "lung", "mediastinum": "mediastinal"}
+KINDS = ("ct-volume", "ct-slice", "xray")
+DRAIN_BYTES = 64 * 2**20
+"""After refusing an upload part-way, read (and drop) at most this much more of its body, so that
+the client, still sending, gets to read the answer instead of a reset connection."""
+UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "a DICOM zip, DICOM files, a NIfTI, image slices or an X-ray image"},
+        "kind": {"type": "string", "enum": list(KINDS), "description": "study kind; detected when left out"},
+        "model": {"type": "string", "description": "a bundled model; default by the study's kind"}}}}}}
 
 
 @dataclass
@@ -183,6 +195,17 @@ def create_app(settings: Settings) -> FastAPI:
                                     "(create one with `chestdx serve token create NAME`)")
         return credentials.credentials
 
+    async def drain(stream) -> None:
+        """Read and drop the rest of a refused upload's body, up to `DRAIN_BYTES`."""
+        dropped = 0
+        try:
+            async for chunk in stream:
+                dropped += len(chunk)
+                if dropped > DRAIN_BYTES:
+                    break
+        except ClientDisconnect:
+            pass
+
     def get_row(study_id: str) -> StudyRow:
         with sessions() as session:
             row = session.get(StudyRow, study_id)
@@ -207,21 +230,46 @@ def create_app(settings: Settings) -> FastAPI:
         return PlainTextResponse(metrics_text(count_by_status(sessions), runner),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/studies", status_code=202, tags=["studies"], dependencies=[Depends(authorised)])
-    def upload_study(files: list[UploadFile] = File(..., description="a DICOM zip, DICOM files, a NIfTI, "
-                                                                       "image slices or an X-ray image"),
-                     kind: Literal["ct-volume", "ct-slice", "xray"] | None = Form(None),
-                     model: str | None = Form(None, description="a bundled model; default by the study's kind")) -> dict:
-        """Queue a study; answers at once with its id (the diagnosis runs in a worker)."""
+    def upload_options(fields: dict[str, str]) -> tuple[str | None, str | None]:
+        kind, model = fields.get("kind") or None, fields.get("model") or None
+        if kind is not None and kind not in KINDS:
+            raise RequestError(422, f"body kind: should be one of {', '.join(KINDS)} (or left out), not {kind!r}: "
+                                    "see /docs for what it accepts")
         if model and model not in list_bundled():
             raise RequestError(400, f"no bundled model {model!r}: use one of {', '.join(list_bundled())}, or leave it out")
+        return kind, model
+
+    @app.post("/studies", status_code=202, tags=["studies"], dependencies=[Depends(authorised)],
+              openapi_extra={"requestBody": UPLOAD_BODY})
+    async def upload_study(request: Request) -> Response:
+        """Queue a study; answers at once with its id (the diagnosis runs in a worker).
+
+        Multipart fields: ``files`` (one or more), optional ``kind`` and ``model``. The files are
+        written to disk while they arrive and refused (413) as soon as they pass the size limit.
+        """
+        boundary = multipart_boundary(request.headers.get("content-type"))
         study_id = uuid.uuid4().hex
-        upload = save_upload([(f.filename or "", f.file) for f in files], data_dir / study_id, max_bytes)
-        with sessions.begin() as session:
-            session.add(StudyRow(id=study_id, status="queued", kind=kind, model=model or None, upload=upload))
-        log.info("study %s queued (%s)", study_id, upload)
+        upload = StreamedUpload(data_dir / study_id, max_bytes, settings.max_upload_mb, boundary)
+        stream = request.stream()
+        try:
+            async for chunk in stream:
+                upload.feed(chunk)
+            kind, model = upload_options(upload.fields)
+            described = await run_in_threadpool(upload.finish)
+            with sessions.begin() as session:
+                session.add(StudyRow(id=study_id, status="queued", kind=kind, model=model, upload=described))
+        except ClientDisconnect:
+            upload.discard()
+            log.info("an upload was broken off by its client after %d bytes: nothing kept", upload.received)
+            return Response(status_code=400)  # nobody is left to read it
+        except BaseException as exc:
+            upload.discard()
+            if isinstance(exc, RequestError):
+                await drain(stream)
+            raise
+        log.info("study %s queued (%s)", study_id, described)
         runner.wake()
-        return {"id": study_id, "status": "queued"}
+        return JSONResponse({"id": study_id, "status": "queued"}, status_code=202)
 
     @app.get("/studies", tags=["studies"], dependencies=[Depends(authorised)])
     def list_studies(limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
