@@ -4,9 +4,12 @@ PY := $(VENV)/bin/python
 SAMPLE ?= out/sample-study
 
 # Debian packages the tests drive as real programs (the viewer in Chromium, DICOM validation with dciodvfy,
-# Orthanc as the PACS the node talks to; the tests start it themselves on 127.0.0.1).
-SYSTEM_PACKAGES ?= chromium chromium-driver dicom3tools orthanc
+# Orthanc as the PACS the node talks to, PostgreSQL as the service's second database; the tests start Orthanc
+# and PostgreSQL themselves, on 127.0.0.1 and on a socket in a temporary folder).
+SYSTEM_PACKAGES ?= chromium chromium-driver dicom3tools orthanc postgresql
 SYSTEM_COMMANDS ?= chromium chromedriver dciodvfy Orthanc
+# Debian keeps PostgreSQL's server programs off the PATH: they are looked for where the package puts them.
+SYSTEM_FILES ?= /usr/lib/postgresql/*/bin/initdb
 
 .PHONY: setup system demo test
 
@@ -14,6 +17,7 @@ setup: $(VENV)/.installed
 
 system:
 	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	for f in $(SYSTEM_FILES); do [ -e "$$f" ] || missing="$$missing $$f"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages for:$$missing"; \

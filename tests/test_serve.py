@@ -1,5 +1,9 @@
 """The web service on a live uvicorn at 127.0.0.1: tokens, uploads, jobs in worker processes, slices, reports,
-metrics, restarts, and the viewer page driven in Chromium (when Debian's chromium and chromium-driver are there)."""
+metrics, restarts, and the viewer page driven in Chromium (when Debian's chromium and chromium-driver are there).
+
+The API tests run twice: on SQLite (the default) and on PostgreSQL, a cluster of Debian's
+``postgresql`` package that the tests start on a Unix socket in a temporary folder.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,15 @@ import contextlib
 import io
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -32,6 +40,7 @@ from chestdx.serve import Settings, create_app  # noqa: E402
 from chestdx.serve.store import StudyRow, TokenRow, check_token, create_token, open_database  # noqa: E402
 
 MAX_UPLOAD_MB = 2
+DATABASES = ["sqlite", "postgresql"]
 
 
 def zipped(folder: Path, arcname=lambda p: p.name) -> bytes:
@@ -61,6 +70,65 @@ def series(tmp_path_factory) -> Path:
     return folder
 
 
+def _postgres_programs() -> Path | None:
+    """The folder of Debian's PostgreSQL server programs (the newest version), or of ``initdb`` on the PATH."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster for the tests: ``initdb`` into a temporary folder, listening only on a Unix socket there.
+
+    PostgreSQL refuses to run as root, so under root the cluster belongs to Debian's
+    ``postgres`` user (``runuser``). Yields a function that creates a new database and
+    returns its SQLAlchemy URL; the cluster is stopped and removed after the session.
+    """
+    programs = _postgres_programs()
+    if programs is None:
+        pytest.skip("the PostgreSQL tests need Debian's postgresql (apt-get install postgresql)")
+    psycopg = pytest.importorskip("psycopg")
+    root = Path(tempfile.mkdtemp(prefix="chestdx-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root, the PostgreSQL tests need the postgres user of Debian's postgresql package")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", 5432  # the socket is private to the folder, so the usual port cannot clash
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*as_owner, *command], cwd=root, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{command[0]} failed: {done.stderr or done.stdout}"
+
+    run(str(programs / "initdb"), "-D", str(data), "-U", "chestdx", "--auth=trust", "-E", "UTF8", "--no-sync")
+    run(str(programs / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-o",
+        f"-k {root} -p {port} -c listen_addresses='' -c fsync=off", "start")
+
+    def new_database() -> str:
+        name = f"chestdx_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(host=str(root), port=port, user="chestdx", dbname="postgres", autocommit=True) as db:
+            db.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://chestdx@/{name}?host={root}&port={port}"
+
+    try:
+        yield new_database
+    finally:
+        subprocess.run([*as_owner, str(programs / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       cwd=root, capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def database_url(kind: str, request: pytest.FixtureRequest) -> str | None:
+    """Args: kind: ``sqlite`` or ``postgresql``. request: the test's. Returns: the URL (None: SQLite in the data folder)."""
+    return None if kind == "sqlite" else request.getfixturevalue("postgres")()
+
+
 def serve_in_thread(app) -> tuple[uvicorn.Server, threading.Thread, int]:
     """Start uvicorn with the app on a free port of 127.0.0.1. Returns: the server, its thread and the port."""
     with socket.socket() as probe:
@@ -75,16 +143,16 @@ def serve_in_thread(app) -> tuple[uvicorn.Server, threading.Thread, int]:
     return server, thread, port
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """The app served by uvicorn on a free port of 127.0.0.1, with one token.
+@pytest.fixture(scope="module", params=DATABASES)
+def service(request, tmp_path_factory):
+    """The app served by uvicorn on a free port of 127.0.0.1, with one token, on SQLite or PostgreSQL.
 
-    Yields ``(client, headers, data folder, sessions)``; the database is SQLite in the data
-    folder, or ``CHESTDX_TEST_DB_URL`` (e.g. a local PostgreSQL).
+    Yields ``(client, headers, data folder, sessions)``.
     """
-    data_dir = tmp_path_factory.mktemp("serve-data")
-    app = create_app(Settings(data_dir=data_dir, db_url=os.environ.get("CHESTDX_TEST_DB_URL"),
+    data_dir = tmp_path_factory.mktemp(f"serve-data-{request.param}")
+    app = create_app(Settings(data_dir=data_dir, db_url=database_url(request.param, request),
                               max_upload_mb=MAX_UPLOAD_MB, explain_slices=0, poll_seconds=0.2))
+    assert app.state.sessions.kw["bind"].dialect.name == request.param
     token = create_token(app.state.sessions, "tests")
     server, thread, port = serve_in_thread(app)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
@@ -377,15 +445,17 @@ def test_the_viewer_page_is_served_without_anything_from_outside(service):
     assert not re.search(r"(src|href)=\"https?://", page) and "https://" not in script
 
 
-def test_a_restart_resumes_queued_jobs_and_reruns_interrupted_ones(tmp_path, series):
+@pytest.mark.parametrize("database", DATABASES)
+def test_a_restart_resumes_queued_jobs_and_reruns_interrupted_ones(tmp_path, series, database, request):
     """Rows as a killed service leaves them (one queued, one running), then the service starts again."""
-    sessions = open_database(f"sqlite:///{tmp_path / 'chestdx.db'}")
+    url = database_url(database, request) or f"sqlite:///{tmp_path / 'chestdx.db'}"
+    sessions = open_database(url)
     for study_id, status in (("a" * 32, "queued"), ("b" * 32, "running")):
         (tmp_path / study_id / "upload").mkdir(parents=True)
         (tmp_path / study_id / "upload" / "study.zip").write_bytes(zipped(series))
         with sessions.begin() as session:
             session.add(StudyRow(id=study_id, status=status, upload="1 file: .zip", attempts=int(status == "running")))
-    app = create_app(Settings(data_dir=tmp_path, explain_slices=0, poll_seconds=0.2, quantify=False))
+    app = create_app(Settings(data_dir=tmp_path, db_url=url, explain_slices=0, poll_seconds=0.2, quantify=False))
     headers = {"Authorization": f"Bearer {create_token(app.state.sessions, 'tests')}"}
     with TestClient(app) as client:
         studies = [wait_for_job(client, headers, study_id) for study_id in ("a" * 32, "b" * 32)]
@@ -422,6 +492,7 @@ return n;
 """Pixels of the shown slice that are far redder than blue: the lesion colours (a grey slice has none)."""
 
 
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # the page is the same on either database
 def test_the_viewer_in_chromium_logs_in_uploads_scrolls_and_opens_the_report(service, series):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
