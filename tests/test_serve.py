@@ -459,6 +459,8 @@ def test_a_restart_resumes_queued_jobs_and_reruns_interrupted_ones(tmp_path, ser
     headers = {"Authorization": f"Bearer {create_token(app.state.sessions, 'tests')}"}
     with TestClient(app) as client:
         studies = [wait_for_job(client, headers, study_id) for study_id in ("a" * 32, "b" * 32)]
+        no_map = client.get(f"/studies/{'a' * 32}/slices/0.png?overlay=lesion", headers=headers)
+    assert no_map.status_code == 404 and "--no-quantify" in no_map.json()["detail"]
     assert [s["status"] for s in studies] == ["done", "done"], [s["error"] for s in studies]
     assert [s["attempts"] for s in studies] == [1, 2]
     assert studies[0]["result"]["probabilities"] == studies[1]["result"]["probabilities"]
