@@ -144,9 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         explain(diagnosis, args.explain, n_slices=args.slices, progress=not args.quiet)
         path = write_study_explanation(args.out, diagnosis)
-    record = prediction_record(diagnosis, top_k=args.top)
-    if path is not None:
-        record["explanation"] = str(path)
+    record = prediction_record(diagnosis, top_k=args.top, explanation_file=path)
     if args.dicom_out:
         from chestdx.outputs.dicom import write_dicom_outputs
 
@@ -456,7 +454,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from chestdx.serve import Settings
 
     settings = Settings(data_dir=Path(args.data_dir), db_url=args.db, max_upload_mb=args.max_upload_mb,
-                        workers=args.workers, explain_slices=args.explain_slices)
+                        workers=args.workers, explain_slices=args.explain_slices, quantify=args.quantify,
+                        quantify_slices=args.quantify_slices)
     if args.action:
         if len(args.action) != 3 or args.action[:2] != ["token", "create"]:
             raise ChestDxError("unknown serve action: use `chestdx serve token create NAME`, or no action to start the service")
@@ -665,6 +664,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=1024.0)
     p.add_argument("--workers", type=int, default=1, help="worker processes that run the diagnoses")
     p.add_argument("--explain-slices", type=int, default=3, help="top slices with a Grad-CAM map per study (0: none)")
+    p.add_argument("--quantify", action=argparse.BooleanOptionalAction, default=True,
+                   help="segment the lesions of CT studies and quantify them (volumes, involvement, severity score, "
+                        "CT-0..CT-4); the viewer overlays them (--no-quantify: off)")
+    p.add_argument("--quantify-slices", type=int, help="run the lesion segmenter on at most this many lung slices per "
+                   "study (default: all; fewer is faster, the others take the nearest slice's labels)")
     p.set_defaults(func=cmd_serve)
     return parser
 

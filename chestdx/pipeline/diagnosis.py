@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from chestdx.io.study import Study
 from chestdx.models.loading import LoadedModel
 from chestdx.models.predict import decide, rank_rows, study_probabilities
 from chestdx.preprocess.pipeline import PreparedStudy, needs_lung_mask, prepare_study, study_lung_mask
+
+if TYPE_CHECKING:  # the segmenter's module imports torch: only when lesions are asked for
+    from chestdx.models.lesion import LesionResult
 
 
 @dataclass
@@ -246,7 +250,8 @@ def _lungs(diagnosis: Diagnosis) -> np.ndarray:
 def quantify_lesions(diagnosis: Diagnosis, lesion_model: str | None = None, max_slices: int | None = None) -> dict:
     """Segment the study's lesions and measure them, reusing the diagnosis's lung mask.
 
-    Stored as ``diagnosis.quantification`` (and its time under ``timing["lesions"]``).
+    Stored as ``diagnosis.quantification``, the label map as ``diagnosis.lesions`` (and the time
+    under ``timing["lesions"]``).
 
     Args:
         diagnosis: a diagnosis of a CT study.
@@ -268,9 +273,9 @@ def quantify_lesions(diagnosis: Diagnosis, lesion_model: str | None = None, max_
     t0 = time.perf_counter()
     model = _lesion_model(lesion_model)
     result = segment_study(diagnosis.study, model, lung_mask=_lungs(diagnosis), max_slices=max_slices)
-    diagnosis.lesions = result
     diagnosis.quantification = {"model": model.name, **quantify(result.lung_mask, result.labels,
                                                                 measured_spacing(diagnosis.study))}
+    diagnosis.lesions = result
     diagnosis.warnings += result.warnings
     diagnosis.timing["lesions"] = time.perf_counter() - t0
     return diagnosis.quantification

@@ -5,7 +5,9 @@ once per process (``load_model`` keeps it), never in a request handler. The disp
 thread of the web process) claims queued jobs in the database, at most one per worker, and
 records each job's end. Everything a job writes lives in the study's folder:
 ``upload/`` (what was sent), ``pixels.npy`` (the study's slices for the viewer),
-``result.json`` (the prediction record) and ``explanation/`` (Grad-CAM maps and overlays).
+``result.json`` (the prediction record), ``explanation/`` (Grad-CAM maps and overlays) and, for
+CT, ``lesions.npy`` (the lesion label map the viewer overlays) and ``lesions/`` (the label map
+as NIfTI, overlays of the slices with the most lesion, ``quantify.json``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger("chestdx.serve")
 PIXELS_FILE = "pixels.npy"
 RESULT_FILE = "result.json"
 EXPLANATION_FOLDER = "explanation"
+LESION_FILE = "lesions.npy"
+LESION_FOLDER = "lesions"
 EXPLAIN_METHOD = "gradcam"
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -50,7 +54,8 @@ def load_worker_models() -> None:
     load_model(kind="ct-volume")
 
 
-def run_study(folder: str, kind: str | None, model: str | None, explain_slices: int) -> str:
+def run_study(folder: str, kind: str | None, model: str | None, explain_slices: int, quantify: bool = True,
+              quantify_slices: int | None = None) -> str:
     """Diagnose one uploaded study and write its files (runs in a worker process).
 
     Args:
@@ -58,10 +63,12 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
         kind: study kind override, or None to detect it.
         model: bundled model name, or None for the default of the study's kind.
         explain_slices: how many top slices get a Grad-CAM map (0: none).
+        quantify: segment the lesions of a CT study and quantify them (lesion-default).
+        quantify_slices: run the lesion segmenter on at most this many lung slices (None: all).
 
     Returns:
-        The result JSON: the prediction record, with ``study`` (slices, intensity, shape)
-        and ``explanation`` (method and explained slices) added.
+        The result JSON: the prediction record (`chestdx.outputs.prediction.prediction_record`,
+        with ``study``, ``explanation``, ``quantification`` and ``lesions`` as they apply).
 
     Raises:
         ChestDxError: the study cannot be read or diagnosed; the message says why.
@@ -69,24 +76,24 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
     from chestdx.evaluate.serialise import dumps
     from chestdx.outputs.explanations import write_study_explanation
     from chestdx.outputs.prediction import prediction_record
-    from chestdx.pipeline import diagnose_source, explain
+    from chestdx.pipeline import diagnose_source, explain, quantify_lesions
 
     path = Path(folder)
     diagnosis = diagnose_source(upload_source(path), model, kind=kind)
     study = diagnosis.study
     stored = np.rint(study.pixels).clip(-32768, 32767).astype(np.int16 if study.intensity == "hu" else np.uint8)
     np.save(path / PIXELS_FILE, stored)
-    explanation = None
+    if quantify and study.kind != "xray":
+        from chestdx.outputs.segmentation import write_segmentation
+
+        quantify_lesions(diagnosis, max_slices=quantify_slices)
+        np.save(path / LESION_FILE, diagnosis.lesions.labels)
+        write_segmentation(study, diagnosis.lesions, diagnosis.quantification, path / LESION_FOLDER)
+    explanation_file = None
     if explain_slices > 0:
         explain(diagnosis, EXPLAIN_METHOD, n_slices=explain_slices)
-        write_study_explanation(path / EXPLANATION_FOLDER, diagnosis)
-        e = diagnosis.explanation
-        explanation = {"method": e.method, "class": e.class_name, "slices": e.slice_indices,
-                       "slice_scores": [round(s, 4) for s in e.slice_scores]}
-    record = prediction_record(diagnosis)
-    record["study"] = {"n_slices": int(study.n_slices), "intensity": study.intensity, "shape": list(stored.shape)}
-    record["explanation"] = explanation
-    text = dumps(record)
+        explanation_file = write_study_explanation(path / EXPLANATION_FOLDER, diagnosis).relative_to(path)
+    text = dumps(prediction_record(diagnosis, explanation_file=explanation_file))
     (path / RESULT_FILE).write_text(text)
     return text
 
@@ -121,11 +128,15 @@ class JobRunner:
         workers: worker processes (each loads the models once).
         explain_slices: Grad-CAM maps per study (0: none).
         poll_seconds: how often the queue is checked when nothing wakes the dispatcher.
+        quantify: segment and quantify the lesions of CT studies.
+        quantify_slices: lesion segmenter's slices per study at most (None: every lung slice).
     """
 
-    def __init__(self, sessions, data_dir: Path, workers: int, explain_slices: int, poll_seconds: float = 2.0):
+    def __init__(self, sessions, data_dir: Path, workers: int, explain_slices: int, poll_seconds: float = 2.0,
+                 quantify: bool = True, quantify_slices: int | None = None):
         self.sessions, self.data_dir = sessions, data_dir
         self.workers, self.explain_slices, self.poll_seconds = workers, explain_slices, poll_seconds
+        self.quantify, self.quantify_slices = quantify, quantify_slices
         self.metrics = JobMetrics()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._in_flight = 0
@@ -175,11 +186,13 @@ class JobRunner:
             self._in_flight += 1
         log.info("study %s started", study_id)
         started = time.monotonic()
+        job = (run_study, str(self.data_dir / study_id), kind, model, self.explain_slices, self.quantify,
+               self.quantify_slices)
         try:
-            future = self._pool.submit(run_study, str(self.data_dir / study_id), kind, model, self.explain_slices)
+            future = self._pool.submit(*job)
         except BrokenProcessPool:
             self._pool = self._new_pool()
-            future = self._pool.submit(run_study, str(self.data_dir / study_id), kind, model, self.explain_slices)
+            future = self._pool.submit(*job)
         future.add_done_callback(lambda f: self._finished(study_id, started, f))
 
     def _finished(self, study_id: str, started: float, future: Future) -> None:
