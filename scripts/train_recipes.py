@@ -24,6 +24,7 @@ Usage:
     python scripts/train_recipes.py train --recipe cnn-bilstm --max-minutes 20
     python scripts/train_recipes.py evaluate --recipe cnn-bilstm
     python scripts/train_recipes.py evaluate --model ct-real --recipe ai-corona
+    python scripts/train_recipes.py install --recipe cnn-bilstm      # into chestdx/weights/ct-cnn-bilstm
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -40,6 +42,7 @@ import torch
 
 from chestdx.evaluate.metrics import choose_operating_point
 from chestdx.evaluate.run import evaluate_model
+from chestdx.models.bundled import CARD_FILE, ONNX_FILE, WEIGHTS_DIR, WEIGHTS_FILE
 from chestdx.models.card import MetricSet, read_card, write_card
 from chestdx.models.checkpoint import export_onnx
 from chestdx.models.recipes import get_recipe
@@ -52,13 +55,21 @@ log = logging.getLogger("train_recipes")
 
 REAL_DATA = {"lungs_only": True, "lung_crop": True, "upright": True, "window": "lung"}
 """What every recipe's input spec takes from `ct-real`'s (`chestdx.train.real_ct.SPEC`)."""
+CHEAP_AUGMENT = {"elastic": 0, "blur": 0}
+"""The loop's augmentations but the two costliest per slice on a CPU (elastic distortion, Gaussian blur)."""
 SCHEDULES = {
-    # Kara's two stages; epochs bounded for 2 CPU cores (the card records what ran).
-    "cnn-bilstm": {"stages": [{"epochs": 12, "batch_size": 64, "patience": 3},
-                              {"epochs": 8, "batch_size": 8, "patience": 3}]},
-    "dre-net": {"epochs": 8, "batch_size": 16, "patience": 3},
-    "residual-attention": {"epochs": 10, "batch_size": 32, "patience": 3},
+    # Kara's two stages; the biLSTM stage (CNN frozen, 50 slices a sample) without augmentation.
+    "cnn-bilstm": {"stages": [{"epochs": 12, "batch_size": 64, "patience": 3, "augment": CHEAP_AUGMENT},
+                              {"epochs": 8, "batch_size": 8, "patience": 3, "augment": False}]},
+    "dre-net": {"epochs": 8, "batch_size": 16, "patience": 3, "augment": CHEAP_AUGMENT},
+    "residual-attention": {"epochs": 10, "batch_size": 32, "patience": 3, "augment": CHEAP_AUGMENT},
 }
+"""Epochs and time budgets bounded for 2 CPU cores (the card records what ran). No bfloat16 autocast: on this
+CPU (AVX-512 BF16 + AMX) it made a training step of these networks 4-5x slower than float32."""
+SIZES = {"dre-net": {"size": 128}, "residual-attention": {"size": 128}}
+"""Input size for the two 224 px networks trained from scratch: 128 px keeps an epoch within the CPU budget
+(a float32 training step, one thread: 0.5 s per slice for dre-net and 0.2 s for residual-attention at 128 px,
+1.8 s and 0.45 s at 224 px)."""
 LIMITATIONS = [
     "Binary COVID-19 vs non-COVID, trained from scratch on the real CT sources of ../shared/data (as ct-real, same "
     "patient-grouped splits): other pneumonia on CT is one CC-CCII patient and two DRE-Net persons, too few to "
@@ -99,7 +110,8 @@ def recipe_config(recipe: str, max_minutes: float | None) -> RecipeConfig:
     config = get_recipe(recipe, classes=CLASSES)
     config.input = dataclasses.replace(config.input, **REAL_DATA)
     schedule = SCHEDULES[recipe]
-    train = dict(config.train, label_smoothing=0.1, max_minutes=max_minutes)
+    config.input = dataclasses.replace(config.input, **SIZES.get(recipe, {}))
+    train = dict(config.train, label_smoothing=0.1, max_minutes=max_minutes, bf16=False)
     if "stages" in schedule:
         train["stages"] = [dict(stage, **change) for stage, change in zip(train["stages"], schedule["stages"])]
     else:
@@ -228,9 +240,23 @@ def evaluate_step(args) -> None:
         write_card(card, out / args.recipe)
 
 
+def install_step(args) -> None:
+    """Copy ``OUT/<recipe>`` (checkpoint, ONNX, card; each file under 25 MB) to ``chestdx/weights/<model name>``."""
+    source, target = Path(args.out) / args.recipe, WEIGHTS_DIR / MODEL_NAMES[args.recipe]
+    if "test" not in read_card(source).metrics:
+        raise SystemExit(f"{source} has no test figures yet: run the evaluate step first")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS_FILE, ONNX_FILE, CARD_FILE):
+        if (source / name).is_file():
+            if (source / name).stat().st_size >= 25 * 2**20:
+                raise SystemExit(f"{source / name} is over 25 MB: store it in fp16 first")
+            shutil.copy2(source / name, target / name)
+    print(f"installed {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "train", "evaluate"])
+    parser.add_argument("step", choices=["prepare", "train", "evaluate", "install"])
     parser.add_argument("--recipe", required=True, choices=[*SCHEDULES, "ai-corona"])
     parser.add_argument("--model", help="evaluate this model instead of OUT/<recipe> (e.g. ct-real)")
     parser.add_argument("--max-minutes", type=float, default=None, help="time budget of each training stage")
@@ -242,7 +268,7 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    {"prepare": prepare_step, "train": train_step, "evaluate": evaluate_step}[args.step](args)
+    {"prepare": prepare_step, "train": train_step, "evaluate": evaluate_step, "install": install_step}[args.step](args)
     print(json.dumps({"done": args.step, "recipe": args.recipe}))
 
 

@@ -83,6 +83,7 @@ def stages_of(config: RecipeConfig) -> list[dict]:
     name prefixes to freeze) or ``trainable`` (freeze everything else), and any key of
     `DEFAULT_TRAIN` (``bf16`` is True, False or ``"auto"``: bfloat16 autocast where the CPU
     has it natively; ``max_minutes`` stops a stage after the epoch that uses up that budget;
+    ``augment`` overrides `chestdx.train.augment.DEFAULT_AUGMENT`, or is False for no augmentation;
     ``mixup`` is the Beta(a, a) parameter of mixup, 0 for none; ``ema`` the decay of an
     exponential moving average of the weights, which is then what is validated and kept;
     ``distil`` is ``{"teacher": model name or folder, "weight": w, "temperature": T}`` to learn
@@ -325,7 +326,8 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
         n_epochs = epochs or stage["epochs"]
         bs = stage["batch_size"]
         opt, sched = make_optimizer(params, stage, n_epochs * math.ceil(len(tr) / bs))
-        augmenter = slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
+        augmenter = (slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
+                     if stage.get("augment") is not False else None)
         fn = getattr(net, stage["method"])
         teacher = None
         if stage["distil"]:
@@ -342,7 +344,8 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
             bar = progress_bar(list(_batches(len(tr), bs, rng)), f"{stage['name']} epoch {epoch + 1}/{n_epochs}", "batch",
                                enabled=progress)
             for idx in bar:
-                x = to_model_input(augment_batch(_stack(tr, idx), augmenter), config)
+                batch = _stack(tr, idx)
+                x = to_model_input(augment_batch(batch, augmenter) if augmenter else batch, config)
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(tr.y[idx])
