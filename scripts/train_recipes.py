@@ -134,8 +134,11 @@ class RecipeCache:
         for source in sources:
             prep = np.load(out / f"prep-{recipe}-{source}.npz")
             parts.append(prep["x"])
-            for i, study in enumerate(prep["study"]):
-                self.rows.setdefault(str(study), []).append(start + i)
+            seen = set()
+            for i, (study, index) in enumerate(zip(prep["study"], prep["index"])):
+                if (study, index) not in seen:  # a selection that repeats a slice (15 equidistant of 1): once
+                    seen.add((study, index))
+                    self.rows.setdefault(str(study), []).append(start + i)
             for rows, study in zip(prep.get("group_rows", []), prep.get("group_study", [])):
                 self.groups.setdefault(str(study), []).append(np.where(rows >= 0, rows + start, -1))
             start += len(prep["study"])
