@@ -204,7 +204,7 @@ def train_step(args) -> None:
     result = fit(config, [], [], folder, seed=args.seed, name=MODEL_NAMES[args.recipe], progress=False, threads=args.threads,
                  data_description=description, train_samples=tr, val_samples=va)
     last = stages_of(config)[-1]
-    logits = predict_samples(result.net, va[last["unit"]], config, last["method"])
+    logits = predict_samples(result.net, va[last["unit"]], config, last["method"], bf16=False)  # as predict runs
     probs = torch.softmax(torch.from_numpy(logits / result.card.temperature), 1).numpy()
     card = read_card(folder)
     card.threshold = round(float(choose_operating_point(va[last["unit"]].y, probs[:, 1], "f1")), 4)

@@ -123,11 +123,10 @@ class CNNBiLSTM(nn.Module):
         """
         b, s = x.shape[:2]
         repeated = (x == x[:, :1]).flatten(1).all(1)
-        features = x.new_zeros(b, s, self.cnn.out_dim)
-        if repeated.any():
-            features[repeated] = self.encode(x[repeated, 0]).unsqueeze(1).expand(-1, s, -1)
-        if not repeated.all():
-            features[~repeated] = self.encode(x[~repeated].flatten(0, 1)).view(-1, s, self.cnn.out_dim)
+        once = self.encode(x[repeated, 0]).unsqueeze(1).expand(-1, s, -1)
+        each = self.encode(x[~repeated].flatten(0, 1)).view(-1, s, self.cnn.out_dim)
+        features = once.new_zeros(b, s, self.cnn.out_dim)
+        features[repeated], features[~repeated] = once, each.to(once.dtype)
         return self.head(features)
 
 
