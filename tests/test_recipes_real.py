@@ -86,3 +86,16 @@ def test_predict_explain_evaluate_run_with_the_trained_recipe(trained, shared_da
                  "--resamples", "50", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_cases"] == 4 and result["model"]["recipe"] == recipe
+
+
+@pytest.mark.parametrize("name", ["ct-dre-net", "ct-residual-attention", "ct-cnn-bilstm"])
+def test_bundled_recipe_models_predict_by_name_and_carry_per_source_test_figures(name, shared_data, capsys):
+    from chestdx.models.bundled import resolve_model_path
+    from chestdx.models.card import read_card
+
+    card = read_card(resolve_model_path(name))
+    assert {"soares", "mosmed", "ucsd"} <= set(card.source_aucs("test"))
+    slice_path = sorted((shared_data / "ct-sars-cov-2-soares").glob("*/*"))[0]
+    assert main(["--quiet", "predict", str(slice_path), "--model", name, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"]["name"] == name and out["model"]["recipe"] == card.recipe.name
