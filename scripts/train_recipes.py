@@ -64,12 +64,12 @@ SCHEDULES = {
     "dre-net": {"epochs": 8, "batch_size": 16, "patience": 3, "augment": CHEAP_AUGMENT},
     "residual-attention": {"epochs": 10, "batch_size": 32, "patience": 3, "augment": CHEAP_AUGMENT},
 }
-"""Epochs and time budgets bounded for 2 CPU cores (the card records what ran). No bfloat16 autocast: on this
-CPU (AVX-512 BF16 + AMX) it made a training step of these networks 4-5x slower than float32."""
+"""Epochs and time budgets bounded for 2 CPU cores (the card records what ran). Float32 always: these were trained
+on a 2-core AMD EPYC with AVX2 and no native bfloat16, where forced bf16 autocast made a step 4-5x slower."""
 SIZES = {"dre-net": {"size": 128}, "residual-attention": {"size": 128}}
 """Input size for the two 224 px networks trained from scratch: 128 px keeps an epoch within the CPU budget
-(a float32 training step, one thread: 0.5 s per slice for dre-net and 0.2 s for residual-attention at 128 px,
-1.8 s and 0.45 s at 224 px)."""
+(a float32 training step on one thread of that CPU, under load: 0.5 s per slice for dre-net and 0.2 s for
+residual-attention at 128 px, 1.8 s and 0.45 s at 224 px)."""
 LIMITATIONS = [
     "Binary COVID-19 vs non-COVID, trained from scratch on the real CT sources of ../shared/data (as ct-real, same "
     "patient-grouped splits): other pneumonia on CT is one CC-CCII patient and two DRE-Net persons, too few to "
