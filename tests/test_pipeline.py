@@ -108,6 +108,13 @@ def test_fingerprint_warns_about_a_study_outside_the_training_data(study_dir):
     assert not any("trained on" in w for w in diagnose(load_study(study_dir, progress=False), model).warnings)
 
 
+def test_a_hu_study_is_diagnosed_by_a_model_whose_card_gives_the_spacing_in_words(study_dir):
+    model = load_model("ct-real")  # its fingerprint: pixel_spacing_mm "unknown (8-bit images carry no spacing)"
+    assert isinstance(model.card.fingerprint["pixel_spacing_mm"], str)
+    d = diagnose(load_study(study_dir, progress=False), model)  # a HU DICOM series: was a TypeError
+    assert len(d.probabilities) == len(model.config.classes) and abs(float(d.probabilities.sum()) - 1) < 1e-5
+
+
 def test_ct_default_is_a_variant_that_train_reproduces(monkeypatch, tmp_path):
     variant = get_variant("ct-default")
     shipped = load_model("ct-default").config.to_dict()

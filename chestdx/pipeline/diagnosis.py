@@ -127,7 +127,9 @@ def fingerprint_warnings(study: Study, model: LoadedModel) -> list[str]:
     if intensity and study.intensity not in intensity:
         out.append(f"this study is {study.intensity} but {model.name} was trained on {', '.join(intensity)} images")
     spacing = fp.get("pixel_spacing_mm")
-    if spacing and study.intensity == "hu" and study.spacing is not None:
+    numeric = isinstance(spacing, (list, tuple)) and len(spacing) == 2 and all(
+        isinstance(v, (int, float)) for v in spacing)  # a card may say in words that spacing was unknown
+    if numeric and study.intensity == "hu" and study.spacing is not None:
         pixel = float(min(study.spacing[1:]))
         if not spacing[0] <= pixel <= spacing[1]:
             out.append(f"pixel spacing {pixel:.2f} mm is outside the training data's {spacing[0]}-{spacing[1]} mm")
