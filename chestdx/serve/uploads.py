@@ -3,11 +3,18 @@
 File names of exported studies often carry the patient's name, so no uploaded name is kept:
 image slices are renamed in the order of their original names' trailing numbers (the order
 ``chestdx.io`` reads them in), every other file gets a numbered name with its suffix.
+
+An upload is written under ``<data>/.incoming/<id>/`` and moved to ``<data>/<id>/`` in one
+rename once every file is complete and checked: a study folder never holds half an upload,
+whatever stops the process. What a killed process leaves in ``.incoming`` is removed at the
+next start (`clean_incoming`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 import zipfile
 from pathlib import Path, PurePath
 from typing import BinaryIO
@@ -20,6 +27,7 @@ from chestdx.io.load import DICOM_SUFFIXES, MAX_BYTES, MAX_FILES
 from chestdx.io.nifti import NIFTI_SUFFIXES
 
 UPLOAD_FOLDER = "upload"
+INCOMING_FOLDER = ".incoming"
 _CHUNK = 1 << 20
 _WHAT_TO_SEND = ("send a DICOM .zip, DICOM files, one NIfTI (.nii/.nii.gz), PNG/JPG/TIFF slices or an X-ray image")
 
@@ -66,11 +74,13 @@ def _copy(source: BinaryIO, target: Path, budget: int, limit_mb: float) -> int:
 def save_upload(files: list[tuple[str, BinaryIO]], folder: Path, max_bytes: int) -> str:
     """Check the uploaded files and store them under ``folder/upload`` with neutral names.
 
-    On any error the folder is removed: nothing of a refused upload stays on disk.
+    The files are written into a staging folder (``.incoming`` beside ``folder``), which is
+    renamed to ``folder`` once all of them are complete and checked. On any error the
+    staging folder is removed: nothing of a refused upload stays on disk.
 
     Args:
         files: ``(client file name, stream)`` of each uploaded file.
-        folder: the study's folder (created).
+        folder: the study's folder (created; it must not exist yet).
         max_bytes: largest total upload size.
 
     Returns:
@@ -79,6 +89,7 @@ def save_upload(files: list[tuple[str, BinaryIO]], folder: Path, max_bytes: int)
     Raises:
         RequestError: no file, an unsupported type, a zip that cannot be read or is unsafe,
             a zip among other files (400, 415), or more than ``max_bytes`` (413).
+        OSError: the data folder cannot be written (full, read-only); nothing is left behind.
     """
     if not files:
         raise RequestError(400, f"the request holds no file: {_WHAT_TO_SEND} in the 'files' field")
@@ -88,9 +99,10 @@ def save_upload(files: list[tuple[str, BinaryIO]], folder: Path, max_bytes: int)
     images = sorted((i for i, s in enumerate(suffixes) if s in IMAGE_SUFFIXES),
                     key=lambda i: natural_key(Path(PurePath(files[i][0]).name)))
     names = {i: f"slice_{n:05d}{suffixes[i]}" for n, i in enumerate(images)}
-    target_dir = folder / UPLOAD_FOLDER
-    target_dir.mkdir(parents=True)
+    staging = folder.parent / INCOMING_FOLDER / folder.name
+    target_dir = staging / UPLOAD_FOLDER
     try:
+        target_dir.mkdir(parents=True)
         total = 0
         for i, (_, stream) in enumerate(files):
             target = target_dir / names.get(i, f"study{suffixes[i]}" if len(files) == 1 else f"file_{i:05d}{suffixes[i]}")
@@ -100,11 +112,42 @@ def save_upload(files: list[tuple[str, BinaryIO]], folder: Path, max_bytes: int)
                                         f"{_WHAT_TO_SEND}")
             if suffixes[i] == ".zip":
                 _check_zip(target)
+        for path in target_dir.iterdir():  # on disk before the rename makes the study visible
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(staging, folder)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
     kinds = sorted({s or "DICOM" for s in suffixes})
     return f"{len(files)} file{'s' if len(files) > 1 else ''}: {', '.join(kinds)}"
+
+
+def clean_incoming(data_dir: Path, older_than_s: float = 3600.0) -> int:
+    """Remove uploads a stopped process left half-written in ``data_dir/.incoming``.
+
+    Only entries older than ``older_than_s`` go, so uploads in progress in another service
+    process sharing the folder are left alone.
+
+    Args:
+        data_dir: the service's data folder.
+        older_than_s: age (by modification time) from which an entry is abandoned.
+
+    Returns:
+        How many entries were removed.
+    """
+    incoming = Path(data_dir) / INCOMING_FOLDER
+    incoming.mkdir(exist_ok=True)
+    removed = 0
+    for entry in incoming.iterdir():
+        try:
+            stale = time.time() - entry.stat().st_mtime >= older_than_s
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _check_zip(path: Path) -> None:
