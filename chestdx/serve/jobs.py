@@ -6,6 +6,10 @@ thread of the web process) claims queued jobs in the database, at most one per w
 records each job's end. Everything a job writes lives in the study's folder:
 ``upload/`` (what was sent), ``pixels.npy`` (the study's slices for the viewer),
 ``result.json`` (the prediction record) and ``explanation/`` (Grad-CAM maps and overlays).
+Files are written under a temporary name and renamed, and the job's row says ``done`` only
+after they are all there, so a killed process leaves no half-written result that counts. A
+worker process that dies under a job (killed, out of memory) fails none of the jobs it held:
+they are queued again, up to ``MAX_ATTEMPTS`` runs each, then failed with the reason.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from chestdx.errors import ChestDxError
-from chestdx.serve.store import claim_next, finish, requeue_interrupted
+from chestdx.serve.store import MAX_ATTEMPTS, claim_next, finish, interrupted_error, requeue, requeue_interrupted
 from chestdx.serve.uploads import upload_source
+from chestdx.writable import WRITE_ERRNOS
 
 log = logging.getLogger("chestdx.serve")
 
@@ -50,7 +55,28 @@ def load_worker_models() -> None:
     load_model(kind="ct-volume")
 
 
+def _replace_atomically(target: Path, data) -> None:
+    """Write ``data`` (bytes, or a callable that writes to a binary file) to ``target`` through a renamed temporary file."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as fh:
+        fh.write(data) if isinstance(data, bytes) else data(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, target)
+
+
 def run_study(folder: str, kind: str | None, model: str | None, explain_slices: int) -> str:
+    """`diagnose_and_write`, with a data folder that cannot be written (full, read-only) as the job's one-line error."""
+    try:
+        return diagnose_and_write(folder, kind, model, explain_slices)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise ChestDxError(f"the service could not write this study's results ({exc.strerror}): the administrator "
+                           "must free space in its data folder; upload the study again afterwards") from None
+
+
+def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain_slices: int) -> str:
     """Diagnose one uploaded study and write its files (runs in a worker process).
 
     Args:
@@ -75,7 +101,7 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
     diagnosis = diagnose_source(upload_source(path), model, kind=kind)
     study = diagnosis.study
     stored = np.rint(study.pixels).clip(-32768, 32767).astype(np.int16 if study.intensity == "hu" else np.uint8)
-    np.save(path / PIXELS_FILE, stored)
+    _replace_atomically(path / PIXELS_FILE, lambda fh: np.save(fh, stored))
     explanation = None
     if explain_slices > 0:
         explain(diagnosis, EXPLAIN_METHOD, n_slices=explain_slices)
@@ -87,7 +113,7 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
     record["study"] = {"n_slices": int(study.n_slices), "intensity": study.intensity, "shape": list(stored.shape)}
     record["explanation"] = explanation
     text = dumps(record)
-    (path / RESULT_FILE).write_text(text)
+    _replace_atomically(path / RESULT_FILE, text.encode())
     return text
 
 
@@ -135,9 +161,11 @@ class JobRunner:
 
     def start(self) -> None:
         """Re-queue jobs a stopped process left running, start the workers and the dispatcher."""
-        requeued = requeue_interrupted(self.sessions)
+        requeued, failed = requeue_interrupted(self.sessions)
         if requeued:
             log.warning("re-queued %d job(s) left running by a stopped process", requeued)
+        if failed:
+            log.error("failed %d job(s) interrupted %d times", failed, MAX_ATTEMPTS)
         self._pool = self._new_pool()
         self._thread = threading.Thread(target=self._dispatch, name="chestdx-dispatcher", daemon=True)
         self._thread.start()
@@ -166,11 +194,11 @@ class JobRunner:
                 row = claim_next(self.sessions)
                 if row is None:
                     break
-                self._submit(row.id, row.kind, row.model)
+                self._submit(row.id, row.kind, row.model, row.attempts)
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 
-    def _submit(self, study_id: str, kind: str | None, model: str | None) -> None:
+    def _submit(self, study_id: str, kind: str | None, model: str | None, attempts: int = 1) -> None:
         with self._lock:
             self._in_flight += 1
         log.info("study %s started", study_id)
@@ -180,9 +208,9 @@ class JobRunner:
         except BrokenProcessPool:
             self._pool = self._new_pool()
             future = self._pool.submit(run_study, str(self.data_dir / study_id), kind, model, self.explain_slices)
-        future.add_done_callback(lambda f: self._finished(study_id, started, f))
+        future.add_done_callback(lambda f: self._finished(study_id, started, f, attempts))
 
-    def _finished(self, study_id: str, started: float, future: Future) -> None:
+    def _finished(self, study_id: str, started: float, future: Future, attempts: int = 1) -> None:
         seconds = time.monotonic() - started
         try:
             if future.cancelled():
@@ -195,9 +223,15 @@ class JobRunner:
                 finish(self.sessions, study_id, error=str(error))
                 log.info("study %s failed: %s", study_id, error)
             elif isinstance(error, BrokenProcessPool):
-                finish(self.sessions, study_id, error="the worker process stopped while diagnosing this study "
-                                                      "(out of memory?): upload it again or ask the administrator")
-                log.error("study %s: worker process died", study_id)
+                # The pool's processes are gone (one was killed or ran out of memory): every job it held lands
+                # here. Run each again in a new pool, up to MAX_ATTEMPTS runs; the next submit makes the pool.
+                if attempts < MAX_ATTEMPTS and not self._stop.is_set():
+                    requeue(self.sessions, study_id)
+                    log.error("study %s: its worker process died; queued again (run %d of %d)", study_id,
+                              attempts + 1, MAX_ATTEMPTS)
+                    return
+                finish(self.sessions, study_id, error=interrupted_error(attempts))
+                log.error("study %s: its worker process died %d times; failed", study_id, attempts)
             else:
                 finish(self.sessions, study_id, error=f"internal error ({type(error).__name__}): the administrator "
                                                       "finds the details in the service's log")
