@@ -468,10 +468,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     check_writable_folder(args.data_dir, "--data-dir")
     if args.db and args.db.startswith("sqlite:///"):
         check_writable_file(args.db[len("sqlite:///"):], "--db")
+    if args.request_timeout <= 0:
+        raise ChestDxError("--request-timeout must be a positive number of seconds")
     from chestdx.serve import Settings
 
     settings = Settings(data_dir=Path(args.data_dir), db_url=args.db, max_upload_mb=args.max_upload_mb,
-                        workers=args.workers, explain_slices=args.explain_slices)
+                        workers=args.workers, explain_slices=args.explain_slices,
+                        request_timeout_s=args.request_timeout, cors_origins=tuple(args.cors_origin or ()))
     if args.action:
         from chestdx.serve.store import create_token, open_database
 
@@ -668,6 +671,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=1024.0)
     p.add_argument("--workers", type=int, default=1, help="worker processes that run the diagnoses")
     p.add_argument("--explain-slices", type=int, default=3, help="top slices with a Grad-CAM map per study (0: none)")
+    p.add_argument("--request-timeout", type=float, default=900.0,
+                   help="seconds a client may take to send one request (an upload); slower ones get 408")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="a web origin (https://host:port) whose pages may call the API from a browser (repeat for "
+                        "more; default: none, cross-origin calls are refused by the browser)")
     p.set_defaults(func=cmd_serve)
     return parser
 
