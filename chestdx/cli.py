@@ -445,6 +445,22 @@ READER_STUDY_FILES = """input CSVs (UTF-8, header row, names case-insensitive):
   --model-scores  case, score   (the model's probability of the positive class; optional)"""
 
 
+def _chestdx_records_only(record: logging.LogRecord) -> bool:
+    """Logging filter: chestdx's own records, and no library's."""
+    return record.name == "chestdx" or record.name.startswith("chestdx.")
+
+
+def _library_records_one_line(record: logging.LogRecord) -> bool:
+    """Logging filter of the long-running commands: chestdx's records, and libraries' warnings as one line each."""
+    if _chestdx_records_only(record):
+        return True
+    if record.levelno < logging.WARNING:
+        return False
+    record.msg, record.args = " ".join(record.getMessage().split()), None
+    record.exc_info = record.exc_text = record.stack_info = None
+    return True
+
+
 def _drop_stdout() -> None:
     """Point standard output at /dev/null, so the interpreter's flush at exit has nothing left to fail on."""
     import os
@@ -692,7 +708,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="chestdx: %(message)s")
+    # A library's log line about a damaged file (pydicom: "the number of bytes ... matches ...", or a decoder's
+    # traceback) is not chestdx's message: a command ends with its result or with one error line, and the log of
+    # the service or the node keeps one line per library warning, without tracebacks (--verbose shows them all).
+    record_filter = None if args.verbose else (
+        _library_records_one_line if args.command in ("serve", "node") else _chestdx_records_only)
+    if record_filter is not None:
+        logging.captureWarnings(True)  # Python warnings of libraries too (they become "py.warnings" records)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(record_filter)
     signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _run(args)
+    finally:
+        if record_filter is not None:
+            logging.captureWarnings(False)
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(record_filter)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command. Returns: its exit status."""
     try:
         args.func(args)
         sys.stdout.flush()  # output to a full disk or a closed pipe fails here, not at exit
