@@ -20,7 +20,7 @@ import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from pydicom.uid import UID
+from pydicom.uid import UID, RLELossless
 
 from chestdx.errors import ChestDxError
 from chestdx.progress import progress as progress_bar
@@ -453,11 +453,23 @@ def _read_full(header: _Header) -> Dataset:
 
 def _pixels(ds: Dataset, name: str) -> np.ndarray:
     try:
+        if getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) == RLELossless:
+            # pydicom's own RLE decoder: pylibjpeg-rle's (Rust) panics on a damaged frame, printing the panic
+            # and a backtrace straight to stderr and raising an exception that is no Exception
+            ds.pixel_array_options(decoding_plugin="pydicom")
         return ds.pixel_array
     except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError ...
-        raise ChestDxError(f"cannot decode the pixels of {name} (transfer syntax {transfer_syntax_name(ds) or '?'}): {reason(exc)}. The file may be "
-                           "truncated, or compressed in a way the installed decoders (pylibjpeg) do not handle; "
-                           "re-export it uncompressed or remove it") from exc
+        raise _undecodable(ds, name, exc) from exc
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":  # a Rust decoder's panic (pyo3) derives from BaseException
+            raise
+        raise _undecodable(ds, name, exc) from None
+
+
+def _undecodable(ds: Dataset, name: str, exc: BaseException) -> ChestDxError:
+    return ChestDxError(f"cannot decode the pixels of {name} (transfer syntax {transfer_syntax_name(ds) or '?'}): "
+                        f"{reason(exc)}. The file may be truncated, or compressed in a way the installed decoders "
+                        "(pylibjpeg) do not handle; re-export it uncompressed or remove it")
 
 
 def to_hu(stored: np.ndarray, ds: Dataset) -> np.ndarray:
