@@ -256,3 +256,22 @@ def test_an_unreachable_database_is_one_line(tmp_path):
         open_database("postgresql+psycopg://user:secret@127.0.0.1:1/chestdx")
     assert "secret" not in str(caught.value) and "\n" not in str(caught.value)
     assert json.dumps(str(caught.value))
+
+
+def test_a_job_whose_results_do_not_fit_fails_with_the_reason(tmp_path):
+    from chestdx.errors import ChestDxError
+    from chestdx.io.sample import write_sample_series
+    from chestdx.serve.jobs import run_study
+
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        upload = disk / ("c" * 32) / "upload"
+        write_sample_series(upload, n_slices=4, size=128, progress=False)  # about 130 kB; its slices need as much
+        with open(disk / "filler", "wb") as filler:  # fill what is left
+            with pytest.raises(OSError):
+                while True:
+                    filler.write(bytes(2**16))
+                    filler.flush()
+        (disk / "filler").write_bytes(bytes((disk / "filler").stat().st_size - 40_000))  # leave ~40 kB free
+        with pytest.raises(ChestDxError, match=r"could not write this study's results \(No space left on device\)"):
+            run_study(str(upload.parent), None, None, 0)
+        assert not list(upload.parent.glob(".*.partial")) and not (upload.parent / "result.json").exists()

@@ -14,6 +14,7 @@ they are queued again, up to ``MAX_ATTEMPTS`` runs each, then failed with the re
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 import os
@@ -55,14 +56,23 @@ def load_worker_models() -> None:
     load_model(kind="ct-volume")
 
 
-def _replace_atomically(target: Path, data) -> None:
-    """Write ``data`` (bytes, or a callable that writes to a binary file) to ``target`` through a renamed temporary file."""
+def _replace_atomically(target: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``target`` through a temporary file renamed into place (removed if the write fails)."""
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as fh:
-        fh.write(data) if isinstance(data, bytes) else data(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(partial, target)
+    try:
+        with open(partial, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _out_of_space(exc: OSError) -> bool:
+    """Whether a write failed for want of space or permission (NumPy's ``tofile`` says so without an errno)."""
+    return exc.errno in WRITE_ERRNOS or (exc.errno is None and "requested and" in str(exc) and "written" in str(exc))
 
 
 def run_study(folder: str, kind: str | None, model: str | None, explain_slices: int) -> str:
@@ -70,10 +80,10 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
     try:
         return diagnose_and_write(folder, kind, model, explain_slices)
     except OSError as exc:
-        if exc.errno not in WRITE_ERRNOS:
+        if not _out_of_space(exc):
             raise
-        raise ChestDxError(f"the service could not write this study's results ({exc.strerror}): the administrator "
-                           "must free space in its data folder; upload the study again afterwards") from None
+        raise ChestDxError(f"the service could not write this study's results ({exc.strerror or 'No space left on device'}):"
+                           " the administrator must free space in its data folder; upload the study again afterwards") from None
 
 
 def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain_slices: int) -> str:
@@ -98,10 +108,14 @@ def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain
     from chestdx.pipeline import diagnose_source, explain
 
     path = Path(folder)
+    for partial in path.glob(".*.partial"):  # left by a run of this job that was killed while writing
+        partial.unlink(missing_ok=True)
     diagnosis = diagnose_source(upload_source(path), model, kind=kind)
     study = diagnosis.study
     stored = np.rint(study.pixels).clip(-32768, 32767).astype(np.int16 if study.intensity == "hu" else np.uint8)
-    _replace_atomically(path / PIXELS_FILE, lambda fh: np.save(fh, stored))
+    buffer = io.BytesIO()
+    np.save(buffer, stored)  # to memory first: NumPy's own file writing reports a full disk without an errno
+    _replace_atomically(path / PIXELS_FILE, buffer.getbuffer())
     explanation = None
     if explain_slices > 0:
         explain(diagnosis, EXPLAIN_METHOD, n_slices=explain_slices)
