@@ -452,7 +452,7 @@ def _run_one(path: str) -> tuple[str, str]:
         return ("refused", text) if "\n" not in text else ("crash", "multi-line message: " + text[:300])
     except MemoryError:
         return "memory", "MemoryError"
-    except Exception as exc:  # a crash is what the harness looks for
+    except BaseException as exc:  # a crash is what the harness looks for (a Rust panic is no Exception)
         return "crash", f"{type(exc).__name__}: {exc}"[:300]
 
 
@@ -630,14 +630,14 @@ class ServiceProcess:
         self.process.wait()
 
 
-def wait_for_job(client, headers: dict, study_id: str, patience_s: float) -> dict | None:
-    """Poll a study until its job ended. Returns: the study, or None past ``patience_s``."""
+def wait_for_job(client, headers: dict, study_id: str, patience_s: float, every_s: float = 0.05) -> dict | None:
+    """Poll a study every ``every_s`` until its job ended. Returns: the study, or None past ``patience_s``."""
     deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline:
         study = client.get(f"/studies/{study_id}", headers=headers).json()
         if study["status"] in ("done", "failed"):
             return study
-        time.sleep(0.05)
+        time.sleep(every_s)
     return None
 
 
