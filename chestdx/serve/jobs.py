@@ -48,11 +48,31 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _killed_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this worker the moment the thread of the web process that started it ends.
+
+    The polling thread of `_exit_with_parent` takes up to 2 s, more on a loaded machine; meanwhile
+    a restarted service would run the same job twice.
+    """
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the polling thread alone
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
 def load_worker_models() -> None:
     """Pool initializer: load the default CT model once in this worker process (the X-ray model on first use)."""
     from chestdx.models.loading import load_model
 
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    parent = os.getppid()
+    _killed_with_parent(parent)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     load_model(kind="ct-volume")
 
 
