@@ -351,8 +351,19 @@ def _rss(pid: int) -> int:
         return 0
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
+def _pss(pid: int) -> int:
+    """Proportional set size of a process (shared pages divided among their users; 0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and all its descendants."""
     children: dict[int, list[int]] = collections.defaultdict(list)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -361,28 +372,41 @@ def _tree_rss(pid: int) -> int:
                 children[int(fields[1])].append(int(entry.name))
             except (OSError, IndexError, ValueError):
                 continue
-    total, todo = 0, [pid]
+    out, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += _rss(current)
+        out.append(current)
         todo += children.get(current, [])
-    return total
+    return out
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants."""
+    return sum(_rss(p) for p in _tree(pid))
 
 
 class MemoryWatch:
-    """Samples the resident memory of a process tree in a thread; ``peak()`` since the last ``mark()``."""
+    """Samples the resident memory of a process tree in a thread; ``peak()`` since the last ``mark()``.
 
-    def __init__(self, pid: int, every_s: float = 0.1):
-        self.pid, self.every_s = pid, every_s
-        self._peak, self.overall = 0, 0
+    ``overall`` is the peak of the summed resident sizes (shared library pages counted in every
+    process); with ``pss=True`` also ``overall_pss``, the peak of the summed proportional sizes
+    (each shared page divided among the processes that map it): the memory the tree really takes.
+    """
+
+    def __init__(self, pid: int, every_s: float = 0.1, pss: bool = False):
+        self.pid, self.every_s, self.pss = pid, every_s, pss
+        self._peak, self.overall, self.overall_pss = 0, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            rss = _tree_rss(self.pid)
+            pids = _tree(self.pid)
+            rss = sum(_rss(p) for p in pids)
             self._peak, self.overall = max(self._peak, rss), max(self.overall, rss)
+            if self.pss:
+                self.overall_pss = max(self.overall_pss, sum(_pss(p) for p in pids))
 
     def mark(self) -> None:
         self._peak = _tree_rss(self.pid)

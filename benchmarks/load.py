@@ -93,7 +93,7 @@ def run_one(service: ServiceProcess, data: bytes) -> tuple[dict, float]:
 
 def concurrent(service: ServiceProcess, studies: list[tuple[str, bytes, int]]) -> dict:
     """Upload every study at once (one thread each); returns latencies, failures, lost jobs and peak memory."""
-    watch = MemoryWatch(service.process.pid)
+    watch = MemoryWatch(service.process.pid, pss=True)
     barrier = threading.Barrier(len(studies))
 
     def one(data: bytes):
@@ -116,7 +116,8 @@ def concurrent(service: ServiceProcess, studies: list[tuple[str, bytes, int]]) -
     return {"n": len(studies), "wall_s": wall, "latency_s": latencies, "answer_s": [o["answered"] for o in outcomes],
             "refused": sum(o["status"] != 202 for o in outcomes), "failed": [o["error"] for o in outcomes
                                                                             if o.get("state") == "failed"],
-            "lost": sum(o.get("state") == "lost" for o in outcomes), "peak_rss": watch.overall}
+            "lost": sum(o.get("state") == "lost" for o in outcomes), "peak_rss": watch.overall,
+            "peak_pss": watch.overall_pss}
 
 
 def worker_pids(server_pid: int) -> list[int]:
@@ -136,14 +137,13 @@ def worker_pids(server_pid: int) -> list[int]:
 
 
 def _wait_running(client, headers: dict, ids: list[str], patience_s: float = 600.0) -> str:
-    """Wait until one of the studies is running, then a little longer (so that a worker is inside it)."""
+    """Wait until one of the studies is running (claimed and handed to the pool); kill at once, before it ends."""
     deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline:
         for study_id in ids:
             if client.get(f"/studies/{study_id}", headers=headers).json()["status"] == "running":
-                time.sleep(1.5)
                 return study_id
-        time.sleep(0.1)
+        time.sleep(0.02)
     raise AssertionError("no study started running")
 
 
@@ -199,6 +199,14 @@ def _slow_upload(service: ServiceProcess, data: bytes, started: threading.Event)
         pass
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _study_folders(data_dir: Path) -> list[Path]:
     return [p for p in data_dir.iterdir() if p.is_dir() and len(p.name) == 32]
 
@@ -215,12 +223,15 @@ def kill_server(service: ServiceProcess, studies: list[bytes]) -> dict:
     slow.start()
     cut.wait(60)
     service.kill()
+    killed = time.monotonic()
+    while any(_alive(pid) for pid in workers) and time.monotonic() - killed < 30:
+        time.sleep(0.05)  # the kernel kills its workers with it (PR_SET_PDEATHSIG); else they notice within 2 s
+    gone_s = time.monotonic() - killed
     slow.join(timeout=60)
-    time.sleep(3.0)  # its workers notice the server is gone within 2 s and exit
-    left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    left = [pid for pid in workers if _alive(pid)]
     service.start()
     out = check_store(service, accepted)
-    out["workers_left_after_kill"] = len(left)
+    out["workers_left_after_kill"], out["workers_gone_s"] = len(left), round(gone_s, 2)
     out["study_folders_added_by_cut_upload"] = len(_study_folders(service.data_dir)) - folders_before
     out["accepted"] = len(accepted)
     return out
@@ -231,11 +242,13 @@ def kill_worker(service: ServiceProcess, studies: list[bytes]) -> dict:
     with _client(service) as client:
         accepted = [upload(client, service.headers, data)[1] for data in studies]
         victim = _wait_running(client, service.headers, accepted)
-    workers = worker_pids(service.process.pid)
-    assert workers, "no worker process found"
-    os.kill(workers[0], signal.SIGKILL)
+        workers = worker_pids(service.process.pid)
+        assert workers, "no worker process found"
+        os.kill(workers[0], signal.SIGKILL)
+        killed_while = client.get(f"/studies/{victim}", headers=service.headers).json()["status"]
     out = check_store(service, accepted)
     out["accepted"], out["killed_study_attempts"] = len(accepted), out["attempts"].get(victim)
+    out["killed_study_status_at_kill"] = killed_while
     return out
 
 
@@ -291,15 +304,17 @@ def summary(f: dict) -> list[str]:
                      f"(min {min(f['single_s']):.1f}, max {max(f['single_s']):.1f})")
     lines.append(f"{c['n']} concurrent uploads: wall {c['wall_s']:.1f} s, upload to done p50 {c['p50_s']:.1f} s, "
                  f"p95 {c['p95_s']:.1f} s; upload answered p95 {c['answer_p95_s']:.2f} s; refused {c['refused']}, "
-                 f"failed {len(c['failed'])}, lost {c['lost']}; peak memory {c['peak_rss'] / 2**30:.2f} GB")
+                 f"failed {len(c['failed'])}, lost {c['lost']}; peak memory {c['peak_rss'] / 2**30:.2f} GB resident "
+                 f"(summed RSS), {c['peak_pss'] / 2**30:.2f} GB proportional (summed PSS)")
     if "single_median_s" in f:
         ratio = c["p95_s"] / f["single_median_s"]
         lines.append(f"target p95 <= 10x single: {ratio:.1f}x -> {'met' if ratio <= 10 else 'MISSED'}; "
-                     f"peak <= 4 GB: {'met' if c['peak_rss'] <= 4 * 2**30 else 'MISSED'}")
+                     f"peak <= 4 GB: {'met' if c['peak_pss'] <= 4 * 2**30 else 'MISSED'} (PSS)")
     for fault in ("kill_server", "kill_worker"):
         if fault in f:
             k = f[fault]
-            extra = (f", workers left after the kill {k['workers_left_after_kill']}, study folders added by the cut "
+            extra = (f", workers left after the kill {k['workers_left_after_kill']} (all gone after "
+                     f"{k['workers_gone_s']:.2f} s), study folders added by the cut "
                      f"upload {k['study_folders_added_by_cut_upload']}" if fault == "kill_server"
                      else f", the killed study ran {k['killed_study_attempts']} times")
             lines.append(f"{fault.replace('_', ' ')}: {k['accepted']} accepted, {k['done']} done, {len(k['failed'])} "

@@ -37,4 +37,5 @@ def test_concurrent_real_uploads_and_kill_9_of_server_and_worker_lose_nothing(sh
     assert figures["kill_server"]["workers_left_after_kill"] == 0  # no worker outlives its killed server
     assert figures["kill_server"]["study_folders_added_by_cut_upload"] == 0  # the cut upload left no study
     assert figures["kill_server"]["attempts"] and max(figures["kill_server"]["attempts"].values()) == 2
+    assert figures["kill_worker"]["killed_study_status_at_kill"] == "running"
     assert figures["kill_worker"]["killed_study_attempts"] == 2  # run again in a new worker, not failed
