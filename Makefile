@@ -4,9 +4,13 @@ PY := $(VENV)/bin/python
 SAMPLE ?= out/sample-study
 
 # Debian packages the tests drive as real programs (the viewer in Chromium, DICOM validation with dciodvfy,
-# Orthanc as the PACS the node talks to; the tests start it themselves on 127.0.0.1).
-SYSTEM_PACKAGES ?= chromium chromium-driver dicom3tools orthanc
+# Orthanc as the PACS the node talks to, with its DICOMweb plugin, PostgreSQL as the service's second database; the
+# tests start Orthanc and PostgreSQL themselves, on 127.0.0.1 and on a socket in a temporary folder).
+SYSTEM_PACKAGES ?= chromium chromium-driver dicom3tools orthanc orthanc-dicomweb postgresql
 SYSTEM_COMMANDS ?= chromium chromedriver dciodvfy Orthanc
+# Files rather than commands: Orthanc's DICOMweb plugin, and PostgreSQL's server programs, which Debian keeps
+# off the PATH.
+SYSTEM_FILES ?= /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/lib/postgresql/*/bin/initdb
 
 .PHONY: setup system demo test
 
@@ -14,6 +18,7 @@ setup: $(VENV)/.installed
 
 system:
 	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	for f in $(SYSTEM_FILES); do [ -e "$$f" ] || missing="$$missing $$f"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages for:$$missing"; \

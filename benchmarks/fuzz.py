@@ -929,8 +929,9 @@ def _node_case(node: NodeProcess, ds) -> tuple[str, str]:
     if result["state"] == "done":
         return "ok", f"{result.get('decision')}, results {result.get('store_statuses')}"
     error, report = str(result.get("error", "")), str(result.get("failure_report", ""))
-    if report != "sent":
-        return "crash", f"failed without an error SR ({report}): {error}"[:240]
+    sent = result.get("failure_report_sent") or {}  # destination -> "sent" or why not (the fuzz node has one)
+    if not report.startswith("results/") or not sent or any(how != "sent" for how in sent.values()):
+        return "crash", f"failed without an error SR sent back ({report}; {sent}): {error}"[:240]
     if not error or "\n" in error:
         return "crash", "failed without a one-line reason"
     return "refused", f"error SR: {error}"[:240]

@@ -1,7 +1,8 @@
 """Speed and memory of `chestdx serve`: upload-to-result latency, throughput of concurrent uploads, peak memory.
 
 Starts ``chestdx serve`` (a real uvicorn process with its worker pool) on 127.0.0.1 with a
-temporary data folder and no Grad-CAM (``--explain-slices 0``), writes a ``chestdx sample``
+temporary data folder, no Grad-CAM (``--explain-slices 0``) and no lesion quantification
+(``--no-quantify``: the in-process figure is ``diagnose_source`` alone), writes a ``chestdx sample``
 study as a zip, and measures:
 
 - in process: ``diagnose_source`` on the same zip with the model already loaded (best of
@@ -97,7 +98,7 @@ def main() -> None:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         server = subprocess.Popen([*cli, "--port", str(port), "--workers", str(args.workers), "--explain-slices", "0",
-                                   "--max-upload-mb", "4096"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   "--no-quantify", "--max-upload-mb", "4096"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
                                   timeout=600)

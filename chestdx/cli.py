@@ -150,9 +150,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         explain(diagnosis, args.explain, n_slices=args.slices, progress=not args.quiet)
         path = write_study_explanation(args.out, diagnosis)
-    record = prediction_record(diagnosis, top_k=args.top)
-    if path is not None:
-        record["explanation"] = str(path)
+    record = prediction_record(diagnosis, top_k=args.top, explanation_file=path)
     if args.dicom_out:
         from chestdx.outputs.dicom import write_dicom_outputs
 
@@ -172,15 +170,20 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_node(args: argparse.Namespace) -> None:
-    """Run the DICOM node: receive CT series, diagnose each complete one, send the DICOM results back."""
+    """Run the DICOM node: receive CT series (or take them from a folder), diagnose each complete one, send the DICOM results back."""
     check_writable_folder(args.store_dir, "--store-dir")
+    from chestdx.node.dicomweb import DicomWebPeer
     from chestdx.node.listener import DicomNode, Peer
 
+    if args.watch and (args.allow_ae or args.allow_host):
+        raise ChestDxError("--allow-ae and --allow-host limit the network listener, and --watch does not listen: "
+                           "leave them out, or run a second node without --watch")
     logging.getLogger("chestdx").setLevel(logging.INFO)
     peer = Peer.parse(args.return_to) if args.return_to else None
-    DicomNode(args.store_dir, ae_title=args.ae_title, host=args.host, port=args.port, return_to=peer, model=args.model,
-              quiet_seconds=args.complete_after, allowed_callers=args.allow_ae,
-              allowed_hosts=args.allow_host).serve_forever()
+    web = DicomWebPeer.parse(args.dicomweb) if args.dicomweb else None
+    DicomNode(args.store_dir, ae_title=args.ae_title, host=args.host, port=args.port, return_to=peer, dicomweb=web,
+              model=args.model, quiet_seconds=args.complete_after, allowed_callers=args.allow_ae,
+              allowed_hosts=args.allow_host, lesions=not args.no_lesions, watch_dir=args.watch).serve_forever()
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -426,6 +429,11 @@ def _headline(card) -> str:
         split = card.metrics["test"]
         return (f"test AUC {test.value:.3f} (95% CI {test.ci_low:.3f}-{test.ci_high:.3f}), "
                 f"level {split.level or 'not recorded'}, n={split.n}")
+    per_source = card.source_aucs("test")
+    if per_source:
+        return "test AUC per source (study level): " + ", ".join(
+            f"{source} {m.value:.3f}" + (f" ({m.ci_low:.3f}-{m.ci_high:.3f})" if m.ci_low is not None else "")
+            for source, m in per_source.items())
     cv = card.metrics.get("cross_validation")
     if cv is not None and (cv.details.get("mean_sd") or {}).get("auc"):
         auc = cv.details["mean_sd"]["auc"]
@@ -489,8 +497,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from chestdx.serve import Settings
 
     settings = Settings(data_dir=Path(args.data_dir), db_url=args.db, max_upload_mb=args.max_upload_mb,
-                        workers=args.workers, explain_slices=args.explain_slices,
-                        request_timeout_s=args.request_timeout, cors_origins=tuple(args.cors_origin or ()))
+                        workers=args.workers, explain_slices=args.explain_slices, quantify=args.quantify,
+                        quantify_slices=args.quantify_slices, request_timeout_s=args.request_timeout,
+                        cors_origins=tuple(args.cors_origin or ()))
     if args.action:
         from chestdx.serve.store import create_token, open_database
 
@@ -569,19 +578,29 @@ def build_parser() -> argparse.ArgumentParser:
                            "lung/lesion volumes, involvement, severity score and CT-0..CT-4 (CT only; slower)")
             p.add_argument("--quantify-slices", type=int, help="run the lesion segmenter on at most this many lung "
                                                                "slices (faster; see `chestdx segment --max-slices`)")
-            p.add_argument("--dicom-out", help="also write a DICOM SR, key-slice secondary captures and a lung "
-                                               "segmentation (de-identified) into this folder")
+            p.add_argument("--dicom-out", help="also write a DICOM SR, key-slice secondary captures and a "
+                                               "segmentation of the lungs and (with lesion-default installed) lesions, "
+                                               "de-identified, into this folder")
         else:
             p.add_argument("--method", default="gradcam", choices=methods, help="boxes: dre-net models only")
             p.add_argument("--target", help="class to explain (default: the decided class)")
 
-    p = command("node", help="DICOM node: receive CT series (C-STORE), send back SR, key slices and segmentation")
+    p = command("node", help="DICOM node: receive CT series (C-STORE, or files dropped into a folder), send back SR, "
+                             "key slices and segmentation (C-STORE and/or DICOMweb)")
     p.add_argument("--ae-title", default="CHESTDX")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=11112)
     p.add_argument("--store-dir", required=True, help="folder for received series and results (kept on disk)")
     p.add_argument("--return-to", help="HOST:PORT:AET of the PACS that receives the results (they carry its patient "
-                                       "module); without it results stay in --store-dir")
+                                       "module); without it and --dicomweb results stay in --store-dir")
+    p.add_argument("--dicomweb", metavar="URL",
+                   help="DICOMweb service root that stores the results by STOW-RS, e.g. http://127.0.0.1:8042/dicom-web "
+                        "(user:password@ in the URL for basic authentication); with --return-to, both get them")
+    p.add_argument("--watch", metavar="DIR",
+                   help="folder mode: take the DICOM files dropped into DIR (moved into --store-dir) instead of "
+                        "listening on the network")
+    p.add_argument("--no-lesions", action="store_true",
+                   help="segmentation of the lungs only (default: lesions too when lesion-default is installed)")
     p.add_argument("--model", help="bundled model name or checkpoint folder (default: the CT model)")
     p.add_argument("--complete-after", type=float, default=10.0,
                    help="seconds without a new instance after which a series is complete")
@@ -692,6 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="a web origin (https://host:port) whose pages may call the API from a browser (repeat for "
                         "more; default: none, cross-origin calls are refused by the browser)")
+    p.add_argument("--quantify", action=argparse.BooleanOptionalAction, default=True,
+                   help="segment the lesions of CT studies and quantify them (volumes, involvement, severity score, "
+                        "CT-0..CT-4); the viewer overlays them (--no-quantify: off)")
+    p.add_argument("--quantify-slices", type=int, help="run the lesion segmenter on at most this many lung slices per "
+                   "study (default: all; fewer is faster, the others take the nearest slice's labels)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -21,10 +21,8 @@ persons: too few to train and validate a class on, so they stay the external che
 (`benchmarks/real_volumes.py`); normal lungs are scored separately (specificity on MosMed
 CT-0 and the CC-CCII normal patients).
 
-Splits: UCSD COVID-CT keeps its official split; every other source is split by patient
-(`patient_split`: CC-CCII and SIRM patients, Soares look-alike groups, MosMed and MedSeg
-slices each alone), 70/15/15, SIRM 50/15/35 so that more of its volumes stay out for the
-real-volume check. CC-CCII common pneumonia and DRE-Net are never trained on.
+Sources, splits and the slice cache: `chestdx.train.real_ct` (shared with
+``scripts/train_recipes.py``, so every CT model is trained and tested on the same patients).
 
 Usage:
     python scripts/train_real_ct.py prepare [--data ../shared/data] [--out runs/ct-real]
@@ -37,7 +35,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shutil
@@ -48,15 +45,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from chestdx.errors import ChestDxError
 from chestdx.evaluate.calibration import TemperatureScaler
 from chestdx.evaluate.metrics import choose_operating_point
 from chestdx.evaluate.report import evaluate_predictions
-from chestdx.io import load_study
-from chestdx.io.datasets import (CaseRecord, cc_ccii, dre_net_demo, fallback_patient_id, mosmed_slices, sirm_volumes,
-                                 soares_ct, ucsd_covid_ct)
+from chestdx.io.datasets import CaseRecord
 from chestdx.io.images import IMAGE_SUFFIXES
-from chestdx.io.split import patient_split
 from chestdx.models.bundled import CARD_FILE
 from chestdx.models.card import MetricSet, new_card, read_card, write_card
 from chestdx.models.checkpoint import export_onnx, save_checkpoint
@@ -64,76 +57,15 @@ from chestdx.models.networks.efficientnet import EfficientNetClassifier
 from chestdx.models.recipes import get_recipe
 from chestdx.models.registry import RecipeConfig
 from chestdx.preprocess.intensity import imagenet_normalise
-from chestdx.preprocess.pipeline import prepare_study
-from chestdx.preprocess.spec import InputSpec
 from chestdx.train.cached import Tail, fit_tail, frozen_part, tail_outputs
+from chestdx.train.real_ct import (CLASSES, COVID_LABELS, SOURCES, SPEC, prepare_source, source_records,  # noqa: F401
+                                   split_sources)
 
 log = logging.getLogger("train_real_ct")
 
-SPEC = InputSpec(window="lung", selection="lung", lung_filter="min-area", min_lung_fraction=0.25, max_slices=48,
-                 lung_crop=True, lungs_only=True, upright=True, size=224, channels=3, normalise="imagenet")
 ENCODERS = {"imagenet": True, "moco": "ct-moco-lite0"}
 TAIL_BLOCK = 7
 """Lite0 stages frozen (of 7): the tail trained on the cached 320x7x7 maps is the head convolution and classifier."""
-
-# source -> (folder under --data, glob of its studies: slice files or volume folders).
-SOURCES = {
-    "soares": ("ct-sars-cov-2-soares", "*/*"),
-    "mosmed-slices": ("ct-mosmed-slices", "*/*"),
-    "cc-ccii-normal": ("ct-cc-ccii-normal", "Normal/*/*"),
-    "ucsd": ("ucsd-covid-ct", "images/*/*"),
-    "sirm": ("covid-ct-volumes-sirm", "*"),
-    "medseg": ("medseg-covid-infection", "train/images/*"),
-    "cc-ccii-cp": ("cc-ccii-sample", "CP/*/*"),
-    "dre-net": ("dre-net-demo", "*"),
-}
-
-
-def study_paths(data: Path, source: str) -> list[Path]:
-    """Args: data: the shared data folder. source: a key of `SOURCES`. Returns: its studies, sorted."""
-    folder, pattern = SOURCES[source]
-    found = sorted((data / folder).glob(pattern))
-    return [p for p in found if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES]
-
-
-def prepare_source(data: Path, source: str, out: Path, limit: int | None = None) -> Path:
-    """Prepare every study of a source once; write ``prep-<source>.npz``.
-
-    The file holds ``x`` (uint8 ``(n, 224, 224)``), ``study`` (the study path of each slice)
-    and ``index`` (its slice in the study).
-
-    Args:
-        data: the shared data folder.
-        source: a key of `SOURCES`.
-        out: the run folder.
-        limit: prepare only this many studies, spread over the sorted list (tests).
-
-    Returns:
-        The file.
-    """
-    target = out / f"prep-{source}.npz"
-    if target.is_file():
-        return target
-    xs, studies, indices, t0 = [], [], [], time.time()
-    paths = study_paths(data, source)
-    if limit is not None and len(paths) > limit:
-        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
-    for i, path in enumerate(paths):
-        try:
-            prepared = prepare_study(load_study(path, progress=False), dataclasses.replace(SPEC, normalise="unit"))
-        except ChestDxError as exc:
-            log.warning("skipped %s: %s", path, exc)
-            continue
-        real = prepared.indices >= 0
-        xs.append(np.rint(prepared.x[real, 0] * 255.0).astype(np.uint8))
-        studies += [str(path.resolve())] * int(real.sum())
-        indices += prepared.indices[real].tolist()
-        if (i + 1) % 200 == 0:
-            log.warning("%s: %d/%d studies, %.0f s", source, i + 1, len(paths), time.time() - t0)
-    np.savez(target, x=np.concatenate(xs), study=np.asarray(studies), index=np.asarray(indices))
-    log.warning("%s: %d studies, %d slices in %.0f s", source, len(paths), len(studies), time.time() - t0)
-    return target
-
 
 def encoder_net(encoder: str) -> EfficientNetClassifier:
     """Args: encoder: a key of `ENCODERS`. Returns: a fresh Lite0 classifier starting from that encoder."""
@@ -159,11 +91,8 @@ def feature_source(out: Path, source: str, encoder: str) -> Path:
     return target
 
 
-CLASSES = ("non-covid", "covid")
-COVID_LABELS = ("covid", "covid-19")
 TRAIN = {"epochs": 5, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "optimizer": "adamw", "patience": 2,
          "label_smoothing": 0.1, "trainable": ["conv_head", "fc"]}
-SPLIT_FRACTIONS = {"sirm": (0.5, 0.15, 0.35)}
 LIMITATIONS = [
     "Binary COVID-19 vs non-COVID. Other pneumonia on CT is one CC-CCII patient and two DRE-Net persons in the "
     "shared data: no class can be trained or validated on that, so they are only the external real-volume check; "
@@ -191,35 +120,6 @@ def recipe_config(encoder: str, epochs: int) -> RecipeConfig:
     config.params = {"backbone": "lite0", "pretrained": ENCODERS[encoder], "dropout": 0.3}
     config.train = {**TRAIN, "epochs": epochs, "patience": max(TRAIN["patience"], epochs // 3)}
     return config
-
-
-def source_records(data: Path) -> dict[str, list[CaseRecord]]:
-    """Every CT study of the shared data, by source (``source`` of the records), with the set's own labels."""
-    medseg = sorted((data / "medseg-covid-infection" / "train" / "images").glob("*.jpg"))
-    return {
-        "soares": soares_ct(data / "ct-sars-cov-2-soares"),
-        "mosmed": mosmed_slices(data / "ct-mosmed-slices"),
-        "cc-ccii-normal": cc_ccii(data / "ct-cc-ccii-normal"),
-        "ucsd": ucsd_covid_ct(data / "ucsd-covid-ct"),
-        "sirm": sirm_volumes(data / "covid-ct-volumes-sirm"),
-        "medseg": [CaseRecord(p, "covid", fallback_patient_id(p, data / "medseg-covid-infection"), source="medseg")
-                   for p in medseg],
-        "cc-ccii-cp": cc_ccii(data / "cc-ccii-sample"),
-        "dre-net": dre_net_demo(data / "dre-net-demo"),
-    }
-
-
-def split_sources(records: dict[str, list[CaseRecord]], seed: int = 0) -> dict[str, dict[str, list[CaseRecord]]]:
-    """Returns: source -> {"train", "val", "test"} records (see the module docstring; external sources: test only)."""
-    out = {}
-    for source, recs in records.items():
-        if source in ("cc-ccii-cp", "dre-net"):
-            out[source] = {"train": [], "val": [], "test": recs}
-        elif source == "ucsd":
-            out[source] = {s: [r for r in recs if r.split == s] for s in ("train", "val", "test")}
-        else:
-            out[source] = patient_split(recs, SPLIT_FRACTIONS.get(source, (0.7, 0.15, 0.15)), seed=seed)
-    return out
 
 
 class SliceTable:

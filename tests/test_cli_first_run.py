@@ -345,6 +345,7 @@ def test_recipes_shows_classes_data_and_headline(capsys):
     out = capsys.readouterr().out
     assert "ct-default" in out and "non-covid, covid" in out and "UCSD COVID-CT" in out
     assert "test AUC 0.867" in out and "level image" in out
+    assert "test AUC per source (study level): soares 0.878 (0.762-0.956)" in out  # ct-real: per-source results
 
 
 # ----------------------------------------------------------------------------- overlays

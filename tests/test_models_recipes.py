@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -236,3 +237,18 @@ def test_attention_module_keeps_shape_and_mask_in_unit_range(levels):
         out = module(x)
     assert out.shape == x.shape and mask.shape == x.shape
     assert ((mask > 0) & (mask < 1)).all()
+
+
+def test_cnn_bilstm_encodes_a_repeated_slice_group_once_with_the_same_logits():
+    config = get_recipe("cnn-bilstm", classes=("non-covid", "covid"))
+    config.input = dataclasses.replace(config.input, size=32, group_size=6)
+    net = build_model(config).eval()
+    x = torch.rand(3, 6, 1, 32, 32)
+    x[0] = x[0, :1].expand(6, -1, -1, -1)  # a single-slice study's group
+    calls = []
+    net.cnn.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        logits = net(x)
+        plain = net.head(net.encode(x.flatten(0, 1)).view(3, 6, -1))
+    assert torch.allclose(logits, plain, atol=1e-6)
+    assert calls[:2] == [1, 12]  # the repeated group once, the two others slice by slice

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -23,8 +26,11 @@ from pynetdicom.sop_class import (Comprehensive3DSRStorage, CTImageStorage, MRIm
 
 from chestdx.errors import ChestDxError  # noqa: E402
 from chestdx.io.sample import new_dataset, write_sample_series  # noqa: E402
+from chestdx.cli import main  # noqa: E402
 from chestdx.node.collector import STATUS, SeriesCollector  # noqa: E402
+from chestdx.node.dicomweb import DicomWebPeer  # noqa: E402
 from chestdx.node.listener import DicomNode, Peer  # noqa: E402
+from chestdx.node.watch import FolderWatcher  # noqa: E402
 
 
 class Clock:
@@ -79,40 +85,83 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get(url: str, auth: tuple[str, str] | None = None):
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
+def _dicomweb_plugin() -> str | None:
+    """The .so of Orthanc's DICOMweb plugin, as the Debian package orthanc-dicomweb installs it, or None."""
+    try:
+        listed = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True).stdout
+    except OSError:  # no dpkg
+        return None
+    found = [line for line in listed.splitlines() if "/plugins/" in line and line.endswith(".so")]
+    return found[0] if found and Path(found[0]).exists() else None
+
+
 @pytest.fixture
-def orthanc(tmp_path):
-    """Orthanc (Debian package) on free local ports with a generated configuration and a temporary store."""
+def start_orthanc(tmp_path):
+    """Starts Orthanc (Debian package) on free local ports with a generated configuration and a temporary store.
+
+    ``start_orthanc(dicomweb=True, users={"alice": "pw"})`` loads the DICOMweb plugin (Debian
+    orthanc-dicomweb) and turns on HTTP basic authentication.
+    """
     if shutil.which("Orthanc") is None:
         pytest.skip("Orthanc is not installed (Debian package orthanc)")
-    http_port, dicom_port = _free_port(), _free_port()
-    node_port = _free_port()
-    config = {"Name": "chestdx-test", "StorageDirectory": str(tmp_path / "orthanc-db"),
-              "IndexDirectory": str(tmp_path / "orthanc-db"), "HttpPort": http_port, "DicomPort": dicom_port,
-              "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [],
-              "DicomModalities": {"chestdx": {"AET": "CHESTDX", "Host": "127.0.0.1", "Port": node_port}}}
-    path = tmp_path / "orthanc.json"
-    path.write_text(json.dumps(config))
-    with open(tmp_path / "orthanc.log", "w") as logfile:
-        process = subprocess.Popen(["Orthanc", str(path)], stdout=logfile, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        for _ in range(100):
+    processes = []
+
+    def start(dicomweb: bool = False, users: dict | None = None) -> dict:
+        plugins = []
+        if dicomweb:
+            plugin = _dicomweb_plugin()
+            if plugin is None:
+                reason = "Orthanc's DICOMweb plugin is not installed (Debian package orthanc-dicomweb; make test installs it)"
+                if os.environ.get("CI"):
+                    pytest.fail(reason)
+                pytest.skip(reason)
+            plugins.append(plugin)
+        http_port, dicom_port = _free_port(), _free_port()
+        node_port = _free_port()
+        folder = tmp_path / f"orthanc-{len(processes)}"
+        config = {"Name": "chestdx-test", "StorageDirectory": str(folder / "db"),
+                  "IndexDirectory": str(folder / "db"), "HttpPort": http_port, "DicomPort": dicom_port,
+                  "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": bool(users),
+                  "RegisteredUsers": users or {}, "Plugins": plugins,
+                  "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+                  "DicomModalities": {"chestdx": {"AET": "CHESTDX", "Host": "127.0.0.1", "Port": node_port}}}
+        folder.mkdir()
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        with open(folder / "orthanc.log", "w") as logfile:
+            process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=logfile,
+                                       stderr=subprocess.STDOUT)
+        processes.append(process)
+        url = f"http://127.0.0.1:{http_port}"
+        auth = next(iter(users.items())) if users else None
+        for _ in range(200):
             try:
-                _get(url + "/system")
+                _get(url + "/system", auth)
                 break
             except OSError:
                 if process.poll() is not None:
-                    pytest.fail(f"Orthanc exited: {(tmp_path / 'orthanc.log').read_text()[-2000:]}")
+                    pytest.fail(f"Orthanc exited: {(folder / 'orthanc.log').read_text()[-2000:]}")
                 time.sleep(0.1)
-        yield {"url": url, "peer": Peer("127.0.0.1", dicom_port, "ORTHANC"), "node_port": node_port}
-    finally:
+        return {"url": url, "peer": Peer("127.0.0.1", dicom_port, "ORTHANC"), "node_port": node_port, "auth": auth,
+                "log": folder / "orthanc.log"}
+
+    yield start
+    for process in processes:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def orthanc(start_orthanc):
+    """Orthanc on 127.0.0.1 without plugins or authentication."""
+    return start_orthanc()
 
 
 def _send(files, port, sop_class=CTImageStorage):
@@ -153,7 +202,7 @@ def test_round_trip_through_chestdx_into_orthanc(orthanc, tmp_path, sender):
     finally:
         node.stop()
     assert status["state"] == "done", status
-    assert status["store_statuses"] == [0] * len(status["results"])
+    assert status["sent"] == {str(orthanc["peer"]): {"stored": len(status["results"])}}
     found = _get_post(orthanc["url"] + "/tools/lookup", source.StudyInstanceUID)
     study_id = next(item["ID"] for item in found if item["Type"] == "Study")
     series = [_get(f"{orthanc['url']}/series/{s}") for s in _get(f"{orthanc['url']}/studies/{study_id}")["Series"]]
@@ -212,7 +261,7 @@ def test_chestdx_node_command_answers_echo_and_stops_on_sigterm(tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     process = subprocess.Popen([sys.executable, "-m", "chestdx.cli", "node", "--store-dir", str(tmp_path / "store"),
-                                "--port", str(port)], stderr=subprocess.PIPE, text=True, env=env)
+                                "--port", str(port), "--no-lesions"], stderr=subprocess.PIPE, text=True, env=env)
     try:
         ae = AE(ae_title="SENDER")
         ae.add_requested_context(Verification)
@@ -229,6 +278,7 @@ def test_chestdx_node_command_answers_echo_and_stops_on_sigterm(tmp_path):
         _, stderr = process.communicate(timeout=60)
     assert process.returncode in (0, 128 + signal.SIGTERM)
     assert f"listening as CHESTDX on 127.0.0.1:{port}" in stderr and "Traceback" not in stderr
+    assert "segmentation: lungs\n" in stderr  # --no-lesions
 
 
 def test_only_allowed_callers_associate_and_only_allowed_hosts_store(tmp_path):
@@ -274,8 +324,10 @@ def test_a_series_that_fails_is_reported_back_as_an_sr_with_the_reason(tmp_path)
     pacs = AE(ae_title="PACS")
     pacs.add_supported_context(Comprehensive3DSRStorage)
     server = pacs.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    dead = DicomWebPeer.parse(f"http://127.0.0.1:{_free_port()}/dicom-web")  # nothing listens there
+    dead = dataclasses.replace(dead, attempts=1)
     node = DicomNode(tmp_path / "store", port=0, quiet_seconds=0.5,
-                     return_to=Peer("127.0.0.1", server.server_address[1], "PACS"))
+                     return_to=Peer("127.0.0.1", server.server_address[1], "PACS"), dicomweb=dead)
     node.start()
     try:
         tiny = tmp_path / "tiny.dcm"  # an 8x8 CT image: chestdx cannot read it
@@ -304,12 +356,16 @@ def test_a_series_that_fails_is_reported_back_as_an_sr_with_the_reason(tmp_path)
         assert assoc.send_c_store(pydicom.dcmread(unnamed)).Status == 0
         assoc.release()
         damaged = _wait_for_status(tmp_path / "store" / ds.SeriesInstanceUID, seconds=60)
-        assert damaged["state"] == "failed" and damaged["failure_report"] == "sent", damaged
+        assert damaged["state"] == "failed" and damaged["failure_report"] == "results/failure_sr.dcm", damaged
+        assert damaged["failure_report_sent"] == {str(node.return_to): "sent",
+                                                  str(dead): f"not sent: could not reach {dead}: ConnectionError"}
         assert _send([tiny], node.port) == [0]  # still serving
     finally:
         node.stop()
         server.shutdown()
-    assert status["state"] == "failed" and status["failure_report"] == "sent"
+    assert status["state"] == "failed" and status["failure_report"] == "results/failure_sr.dcm"
+    assert status["failure_report_sent"] == {str(node.return_to): "sent",
+                                             str(dead): f"not sent: could not reach {dead}: ConnectionError"}
     assert len(received) == 2
     sr = received[0]
     assert sr.SOPClassUID == Comprehensive3DSRStorage and sr.StudyInstanceUID == source.StudyInstanceUID
@@ -330,3 +386,191 @@ def _items(dataset):
     for item in dataset.get("ContentSequence", []):
         yield item
         yield from _items(item)
+
+
+def test_results_go_by_dicomweb_into_orthanc_and_by_c_store_besides(start_orthanc, tmp_path):
+    from dicomweb_client.api import DICOMwebClient
+    import requests
+
+    hd = pytest.importorskip("highdicom")
+    orthanc = start_orthanc(dicomweb=True, users={"chestdx": "s3cret!"})
+    received = []
+    pacs = AE(ae_title="PACS")  # a second destination, by C-STORE
+    for sop_class in ("1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.66.4"):
+        pacs.add_supported_context(sop_class)
+    server = pacs.start_server(("127.0.0.1", 0), block=False,
+                               evt_handlers=[(evt.EVT_C_STORE, lambda event: received.append(event.dataset) or 0)])
+    files = write_sample_series(tmp_path / "ct", n_slices=24, size=128, seed=2, progress=False)
+    source = pydicom.dcmread(files[0], stop_before_pixels=True)
+    web = DicomWebPeer.parse(orthanc["url"].replace("http://", "http://chestdx:s3cret%21@") + "/dicom-web/")
+    node = DicomNode(tmp_path / "store", port=0, return_to=Peer("127.0.0.1", server.server_address[1], "PACS"),
+                     dicomweb=web, quiet_seconds=1.0)
+    node.start()
+    try:
+        assert set(_send(files, node.port)) == {0}
+        status = _wait_for_status(tmp_path / "store" / source.SeriesInstanceUID)
+    finally:
+        node.stop()
+        server.shutdown()
+    assert status["state"] == "done", status
+    n = len(status["results"])
+    assert status["sent"] == {str(node.return_to): {"stored": n}, str(web): {"stored": n}}
+    assert len(received) == n and "s3cret" not in (tmp_path / "store" / source.SeriesInstanceUID / STATUS).read_text()
+    session = requests.Session()
+    session.auth = orthanc["auth"]
+    client = DICOMwebClient(url=orthanc["url"] + "/dicom-web", session=session)
+    found = client.search_for_series(search_filters={"StudyInstanceUID": source.StudyInstanceUID})  # QIDO-RS
+    by_modality = {item["00080060"]["Value"][0]: item["0020000E"]["Value"][0] for item in found}
+    assert sorted(by_modality) == ["OT", "SEG", "SR"]
+    instances = {m: client.search_for_instances(source.StudyInstanceUID, uid) for m, uid in by_modality.items()}
+    seg_uid = instances["SEG"][0]["00080018"]["Value"][0]
+    seg = hd.seg.Segmentation.from_dataset(client.retrieve_instance(source.StudyInstanceUID, by_modality["SEG"],
+                                                                    seg_uid))  # WADO-RS
+    assert seg.StudyInstanceUID == source.StudyInstanceUID and str(seg.PatientID) == source.PatientID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["lung", "ground-glass opacity", "consolidation"]
+    sources = {f_ds.SOPInstanceUID for f_ds in (pydicom.dcmread(f, stop_before_pixels=True) for f in files)}
+    assert {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} <= sources
+    sr_uid = instances["SR"][0]["00080018"]["Value"][0]
+    sr = client.retrieve_instance(source.StudyInstanceUID, by_modality["SR"], sr_uid)
+    referenced = {r.ReferencedSOPInstanceUID for e in sr.CurrentRequestedProcedureEvidenceSequence
+                  for s in e.ReferencedSeriesSequence for r in s.ReferencedSOPSequence}
+    assert referenced and referenced <= sources
+    with pytest.raises(ChestDxError, match="HTTP 401"):  # wrong password: refused, said so
+        DicomWebPeer(web.url, "chestdx", "wrong").send([tmp_path / "store" / source.SeriesInstanceUID / "results" / "sr.dcm"])
+
+
+def test_dicomweb_url_must_be_http_and_its_password_stays_out_of_messages():
+    peer = DicomWebPeer.parse("https://ai:p%40ss@pacs.example:8443/dicom-web/")
+    assert (peer.url, peer.username, peer.password) == ("https://pacs.example:8443/dicom-web", "ai", "p@ss")
+    assert "p@ss" not in str(peer) and "p@ss" not in repr(peer)
+    for bad in ("pacs.example/dicom-web", "ftp://pacs.example/", "http://ai:secret@pacs.example:port/"):
+        with pytest.raises(ChestDxError, match="not an http") as error:
+            DicomWebPeer.parse(bad)
+        assert "secret" not in str(error.value)
+
+
+def _instance_bytes(series_uid: str, tmp_path: Path) -> bytes:
+    path = tmp_path / f"one-{series_uid}.dcm"
+    new_dataset(np.zeros((32, 32), np.int16), modality="CT", SeriesInstanceUID=series_uid).save_as(
+        path, enforce_file_format=True)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_watcher_takes_settled_dicom_files_waits_for_copies_and_rejects_the_rest(tmp_path):
+    clock, inbox = Clock(), tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    collector = SeriesCollector(tmp_path / "store", quiet_seconds=3, clock=clock)
+    watcher = FolderWatcher(inbox, collector, settle_seconds=2, give_up_seconds=10, clock=clock)
+    whole, later = _instance_bytes("1.2.3", tmp_path), _instance_bytes("1.2.3", tmp_path)
+    (inbox / "sub" / "a.dcm").write_bytes(whole)
+    (inbox / "b.dcm").write_bytes(later[:len(later) // 2])  # still being copied: its pixel data cut off
+    (inbox / "notes.txt").write_text("not an image")
+    (inbox / "c.dcm.part").write_bytes(whole)  # a copy tool's temporary name: left alone
+    assert watcher.poll() == {"taken": 0, "rejected": 0}  # first seen
+    clock.now = 1.9
+    assert watcher.poll() == {"taken": 0, "rejected": 0}  # not settled yet
+    clock.now = 2.0
+    assert watcher.poll() == {"taken": 1, "rejected": 0}
+    assert not (inbox / "sub" / "a.dcm").exists() and len(list((tmp_path / "store" / "1.2.3" / "images").iterdir())) == 1
+    clock.now = 4.0
+    (inbox / "b.dcm").write_bytes(later)  # the copy finishes
+    assert watcher.poll() == {"taken": 0, "rejected": 0}  # changed: settles again
+    assert collector.complete() == []  # a.dcm arrived 2 s ago
+    clock.now = 6.0
+    assert watcher.poll() == {"taken": 1, "rejected": 0}
+    assert len(list((tmp_path / "store" / "1.2.3" / "images").iterdir())) == 2
+    clock.now = 8.9
+    assert collector.complete() == []  # 2.9 s after the last instance
+    clock.now = 10.0
+    assert watcher.poll() == {"taken": 0, "rejected": 1}  # notes.txt, unchanged for 10 s
+    assert collector.complete() == [tmp_path / "store" / "1.2.3"]
+    [report] = (tmp_path / "store" / "rejected").glob("*.json")
+    details = json.loads(report.read_text())
+    assert details["file"] == "notes.txt" and details["error"].startswith("not a DICOM file")
+    assert (tmp_path / "store" / "rejected" / details["kept_as"]).read_text() == "not an image"
+    assert sorted(p.name for p in inbox.rglob("*") if p.is_file()) == ["c.dcm.part"]
+
+
+def test_watcher_rejects_a_cut_off_dicom_file_that_never_finishes(tmp_path):
+    clock, inbox = Clock(), tmp_path / "inbox"
+    inbox.mkdir()
+    collector = SeriesCollector(tmp_path / "store", quiet_seconds=3, clock=clock)
+    watcher = FolderWatcher(inbox, collector, settle_seconds=1, give_up_seconds=5, clock=clock)
+    data = _instance_bytes("1.2.9", tmp_path)
+    (inbox / "cut.dcm").write_bytes(data[:-100])
+    (inbox / "nouid.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")  # preamble, then junk
+    for t in (0, 1, 4.9):
+        clock.now = t
+        assert watcher.poll() == {"taken": 0, "rejected": 0}
+    clock.now = 5
+    assert watcher.poll() == {"taken": 0, "rejected": 2}
+    errors = sorted(json.loads(p.read_text())["error"] for p in (tmp_path / "store" / "rejected").glob("*.json"))
+    assert errors[0].startswith("a DICOM file") and "cut off" in errors[1], errors
+    assert not (tmp_path / "store" / "1.2.9").exists() and not list(inbox.iterdir())
+
+
+def test_folder_mode_diagnoses_dropped_series_survives_junk_and_restarts_without_redoing(tmp_path):
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    files = write_sample_series(tmp_path / "ct", n_slices=24, size=128, seed=3, progress=False)
+    source = pydicom.dcmread(files[0], stop_before_pixels=True)
+    node = DicomNode(store, quiet_seconds=3.0, watch_dir=inbox)  # above the 1.5 s pause of the slow copy
+    node.start()
+    try:
+        (inbox / "study").mkdir()
+        for f in files[:12]:
+            shutil.copy(f, inbox / "study" / f.name)
+        slow = inbox / "study" / files[12].name  # copied in two halves, 1.5 s apart
+        data = files[12].read_bytes()
+        slow.write_bytes(data[:len(data) // 2])
+        (inbox / "report.pdf").write_bytes(b"%PDF-1.4 not a DICOM file")
+        time.sleep(1.5)
+        with open(slow, "ab") as out:
+            out.write(data[len(data) // 2:])
+        for f in files[13:]:
+            shutil.copy(f, inbox / "study" / f.name)
+        status = _wait_for_status(store / source.SeriesInstanceUID, seconds=120)
+        for _ in range(150):  # the junk is rejected once unchanged for 10 s
+            if list((store / "rejected").glob("*.json")) if (store / "rejected").exists() else []:
+                break
+            time.sleep(0.1)
+    finally:
+        node.stop()
+    assert status["state"] == "done", status
+    assert status["n_slices"] == 24 and status["sent"] == {}
+    results = store / source.SeriesInstanceUID / "results"
+    assert {"sr.dcm", "seg.dcm", "prediction.json"} <= {p.name for p in results.iterdir()}
+    assert json.loads((results / "prediction.json").read_text())["decision"] == status["decision"]
+    assert not [p for p in inbox.rglob("*") if p.is_file()]  # everything was taken or rejected
+    [report] = (store / "rejected").glob("*.json")
+    assert json.loads(report.read_text())["file"] == "report.pdf"
+    # a restart: the done series is not redone, an unfinished one (images in the store, no status) is
+    done_status = (store / source.SeriesInstanceUID / STATUS).read_text()
+    unfinished = write_sample_series(tmp_path / "ct2", n_slices=24, size=128, seed=4, progress=False)
+    pending = store / pydicom.dcmread(unfinished[0], stop_before_pixels=True).SeriesInstanceUID / "images"
+    pending.mkdir(parents=True)
+    for f in unfinished:
+        shutil.copy(f, pending / f.name)
+    (pending / "half.part").write_bytes(b"left by a copy the stopped node did not finish")
+    node = DicomNode(store, quiet_seconds=0.5, watch_dir=inbox)
+    node.start()
+    try:
+        again = _wait_for_status(pending.parent, seconds=120)
+    finally:
+        node.stop()
+    assert again["state"] == "done", again
+    assert (store / source.SeriesInstanceUID / STATUS).read_text() == done_status
+
+
+def test_folder_mode_arguments_are_checked_before_any_model_loads(tmp_path, capsys):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cases = [(["--watch", str(inbox), "--store-dir", str(tmp_path / "s"), "--allow-ae", "PACS"], "does not listen"),
+             (["--watch", str(tmp_path / "missing"), "--store-dir", str(tmp_path / "s")], "no such folder"),
+             (["--watch", str(inbox), "--store-dir", str(inbox / "results")], "must not hold one another"),
+             (["--watch", str(inbox), "--store-dir", str(tmp_path / "s"), "--dicomweb", "pacs:8042"], "not an http")]
+    for args, message in cases:
+        assert main(["node", *args]) == 2
+        assert message in capsys.readouterr().err

@@ -128,6 +128,62 @@ def test_lesion_masks_are_added_as_more_segments(diagnosis):
     np.testing.assert_array_equal(pixels[..., 0].astype(bool), lesion)
 
 
+def _seg_pixels(path, refs, segments):
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(path))
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=list(refs.sop_instance_uids),
+                                               segment_numbers=segments, assert_missing_frames_are_empty=True)
+    return seg, pixels.astype(bool)
+
+
+def test_segmentation_holds_the_lesions_of_the_slices_the_classifier_used(diagnosis, written):
+    from chestdx.models.lesion import load_lesion_model, segment_study
+
+    refs, lungs = diagnosis.study.dicom, diagnosis.prepared.lung_mask
+    seg, pixels = _seg_pixels(_by_name(written, "seg")[0], refs, [2, 3])
+    items = seg.SegmentSequence
+    assert [s.SegmentLabel for s in items] == ["lung", "ground-glass opacity", "consolidation"]
+    assert [(c.CodingSchemeDesignator, c.CodeValue) for s in items[1:] for c in s.SegmentedPropertyTypeCodeSequence] \
+        == [("DCM", "112120"), ("SCT", "95436008")]
+    assert [s.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName for s in items] == \
+        [diagnosis.model.name, "lesion-default", "lesion-default"]
+    used = np.unique(diagnosis.prepared.indices[diagnosis.prepared.indices >= 0])
+    examined = [i for i in used if lungs[i].any()]
+    assert items[1].SegmentDescription == f"lesion-default: {len(examined)} of 24 slices, those the classifier used"
+    assert pixels[..., 0].any()  # the phantom has ground-glass patches
+    assert not pixels[np.setdiff1d(np.arange(24), used)].any()  # slices not examined hold nothing
+    only_used = np.zeros_like(lungs)
+    only_used[used] = lungs[used]
+    labels = segment_study(diagnosis.study, load_lesion_model(), lung_mask=only_used).labels
+    np.testing.assert_array_equal(pixels[..., 0], labels == 1)
+    np.testing.assert_array_equal(pixels[..., 1], labels == 2)
+
+
+def test_quantified_lesions_are_reused_on_the_slices_segmented(diagnosis, tmp_path, monkeypatch):
+    import chestdx.models.lesion as lesion
+    from chestdx.pipeline import quantify_lesions
+
+    quantified = dataclasses.replace(diagnosis, timing=dict(diagnosis.timing), warnings=list(diagnosis.warnings))
+    quantify_lesions(quantified, max_slices=6)
+    result = quantified.lesions
+    monkeypatch.setattr(lesion, "segment_study", lambda *a, **k: pytest.fail("the lesions were segmented twice"))
+    paths = write_dicom_outputs(tmp_path, quantified)
+    seg, pixels = _seg_pixels(_by_name(paths, "seg")[0], diagnosis.study.dicom, [2, 3])
+    assert seg.SegmentSequence[1].SegmentDescription == "lesion-default: 6 of 24 slices, as quantified"
+    filled_in = np.setdiff1d(np.flatnonzero(result.labels.any(axis=(1, 2))), result.segmented)
+    assert len(filled_in) and not pixels[filled_in].any()  # labels copied from a neighbour are not shown as found
+    np.testing.assert_array_equal(pixels[result.segmented, ..., 0], result.labels[result.segmented] == 1)
+    assert pixels[result.segmented].any()
+
+
+def test_without_the_lesion_model_the_segmentation_holds_the_lungs(diagnosis, tmp_path, monkeypatch):
+    import chestdx.outputs.dicom as dicom
+
+    assert dicom.lesion_model_or_none("no-such-model") is None
+    monkeypatch.setattr(dicom, "lesion_model_or_none", lambda name=None: None)
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(_by_name(write_dicom_outputs(tmp_path, diagnosis), "seg")[0]))
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["lung"]
+
+
 def test_explained_captures_carry_the_heat_map(diagnosis):
     from chestdx.pipeline import explain
 
@@ -164,6 +220,8 @@ def test_predict_dicom_out(series, tmp_path, capsys):
     assert main(["--quiet", "predict", str(series), "--dicom-out", str(tmp_path / "out"), "--json"]) == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names[-2:] == ["seg.dcm", "sr.dcm"] and sum(n.startswith("sc_slice_") for n in names) == 3
+    seg = pydicom.dcmread(tmp_path / "out" / "seg.dcm")
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["lung", "ground-glass opacity", "consolidation"]
     assert '"dicom_outputs"' in capsys.readouterr().out
 
 

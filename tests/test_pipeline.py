@@ -133,6 +133,12 @@ def test_predict_quantifies_lesions_and_explains_with_the_segmenter(study_dir, t
     assert {"lesions", "explain"} <= set(answer["timing_s"]) and len(lungs) == 1  # the lungs are segmented once
     shown = json.loads((tmp_path / "maps" / "explain.json").read_text())
     assert shown["method"] == "lesion" and len(shown["slices"]) == 2
+    # the record says what was explained and where it was written, and where the segmenter found lesions
+    assert answer["explanation"]["file"] == str(tmp_path / "maps" / "explain.json")
+    assert answer["explanation"]["slices"] == [s["index"] for s in shown["slices"]]
+    assert answer["explanation"]["method"] == "lesion" and answer["explanation"]["class"] == answer["decision"]
+    assert len(answer["lesions"]["segmented_slices"]) <= 6  # --quantify-slices 6
+    assert answer["lesions"]["model"] == "lesion-default" and answer["study"]["shape"][0] == answer["study"]["n_slices"]
     heat = np.load(tmp_path / "maps" / shown["slices"][0]["heatmap"])
     assert heat.shape == (160, 160) and 0 <= heat.min() and heat.max() <= 1
 

@@ -74,6 +74,12 @@ def test_equidistant_single_channel_resized(study):
     np.testing.assert_allclose(prepared.x[:, 0], shrunk, atol=1e-5)
 
 
+def test_equidistant_takes_each_slice_once_when_a_study_has_fewer():
+    few = Study(synthetic_chest_ct(4, SIZE, seed=2), "hu", spacing=(8.0, 2.7, 2.7), modality="CT", source="phantom")
+    prepared = prepare_study(few, InputSpec(selection="equidistant", n_slices=15, size=32, normalise="unit"))
+    assert prepared.indices.tolist() == [0, 1, 2, 3]  # not 15 rows with repeats
+
+
 def test_groups_pad_with_black_rows(study):
     spec = InputSpec(selection="groups", group_size=14, size=32, normalise="unit")  # 40 = 2 x 14 + 12 (> 7)
     prepared = prepare_study(study, spec)

@@ -159,3 +159,12 @@ def test_train_command_cross_validation_reports_mean_and_sd(tmp_path):
     assert len(summary["folds"]) == 3 and "auc" in summary["mean"] and "auc" in summary["sd"]
     assert all((tmp_path / "cv" / f"fold{k}" / "metadata.json").is_file() for k in (1, 2, 3))
     assert json.loads((tmp_path / "cv" / "cv_summary.json").read_text())["mean"] == summary["mean"]
+
+
+def test_time_budget_ends_a_stage_inside_its_first_epoch(tmp_path):
+    records = _write_slices(tmp_path / "slices", n_per_class=8)
+    config = _tiny_config()
+    config.train = {**config.train, "epochs": 3, "batch_size": 2, "max_minutes": 1e-9}
+    result = fit(config, records, records, None, seed=0, progress=False, threads=1)
+    assert len(result.history) == 1  # one partial epoch, validated, then the stage stopped
+    assert result.history[0]["samples"] == 2 < len(records)

@@ -196,6 +196,15 @@ class ModelCard:
                     return m
         return None
 
+    def source_aucs(self, split: str) -> dict[str, Metric]:
+        """Args: split: e.g. ``"test"``. Returns: source -> AUC of the split's per-source results (defined ones only)."""
+        raw = self.metrics[split].details if split in self.metrics else {}
+        out = {}
+        for source, entry in raw.items():
+            if isinstance(entry, dict) and isinstance(entry.get("auc"), dict) and entry["auc"].get("value") is not None:
+                out[source] = Metric.parse(entry["auc"], f"{split}.{source}.auc")
+        return out
+
     def summary(self) -> dict:
         """Returns: what a prediction reports about its model: name, recipe, classes, data, val/test AUC, use."""
         def value(split):

@@ -5,6 +5,8 @@ Layout under the store folder, one folder per SeriesInstanceUID::
     <store>/<series uid>/images/<sop instance uid>.dcm   as received (written before the C-STORE is acknowledged)
     <store>/<series uid>/results/*.dcm                   the SR, secondary captures and segmentation sent back
     <store>/<series uid>/status.json                     written once the series was processed (done or failed)
+    <store>/<series uid>/prediction.json                 the diagnosis as ``chestdx predict --json`` gives it (done)
+    <store>/rejected/<id>.*, <id>.json                   folder mode: a dropped file that is no DICOM instance, and why
 
 A series folder without ``status.json`` is unfinished: a restarted node processes it again.
 """
@@ -44,9 +46,12 @@ class SeriesCollector:
         self.quiet_seconds = quiet_seconds
         self.clock = clock
         self._lock = threading.Lock()
-        # unfinished series left by an earlier run count as just received
+        # unfinished series left by an earlier run count as just received; a write it did not finish is dropped
         self._last_arrival = {p.name: clock() for p in self.store_dir.iterdir()
                               if p.is_dir() and (p / "images").is_dir() and not (p / STATUS).exists()}
+        for name in self._last_arrival:
+            for partial in (self.store_dir / name / "images").glob("*.part"):
+                partial.unlink()
 
     def add(self, series_uid: str, sop_instance_uid: str, encoded: bytes) -> Path:
         """Write one received instance to disk and note its arrival.
@@ -61,12 +66,29 @@ class SeriesCollector:
         Returns:
             The file written.
         """
+        return self._put(series_uid, sop_instance_uid, lambda partial: partial.write_bytes(encoded))
+
+    def add_file(self, series_uid: str, sop_instance_uid: str, source: Path) -> Path:
+        """Move one instance file into the store (folder mode) and note its arrival, as `add` does.
+
+        Args:
+            series_uid: its SeriesInstanceUID.
+            sop_instance_uid: its SOPInstanceUID.
+            source: the file; it is gone from there afterwards (renamed, or copied then removed
+                when the store is on another file system).
+
+        Returns:
+            The file in the store.
+        """
+        return self._put(series_uid, sop_instance_uid, lambda partial: shutil.move(source, partial))
+
+    def _put(self, series_uid: str, sop_instance_uid: str, write) -> Path:
         folder = self.store_dir / _safe_name(series_uid)
         path = folder / "images" / f"{_safe_name(sop_instance_uid)}.dcm"
         with self._lock:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".part")
-            partial.write_bytes(encoded)
+            write(partial)
             partial.replace(path)
             if (folder / STATUS).exists():
                 (folder / STATUS).unlink()

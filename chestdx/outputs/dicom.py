@@ -5,8 +5,9 @@
   key (top) slices as the group's source images.
 - **SC**: a Secondary Capture per key slice with the heat map burned in (when the diagnosis
   has an explanation) and a visible "NOT FOR DIAGNOSIS - research use only" caption.
-- **SEG**: a DICOM Segmentation of the lung mask of the pipeline's pass; further masks (the
-  lesions of a lesion model) are added as more `MaskSegment` objects, one per label.
+- **SEG**: a DICOM Segmentation of the lung mask of the pipeline's pass and, when the lesion
+  model is installed, one segment per lesion type it labels (ground-glass opacity,
+  consolidation; `lesion_segments`), on the slices it examined.
 
 Every object belongs to the source study (StudyInstanceUID, references to the source's SOP
 instances; see `chestdx.io.study.DicomReferences`). By default the outputs are de-identified:
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 import chestdx
@@ -46,6 +49,11 @@ SERIES_NUMBERS = {"sr": 901, "sc": 902, "seg": 903}
 CODING_SCHEME = "99CHESTDX"  # private coding scheme (the 99 prefix) for the model's classes and outputs
 PROCEDURE_CT_CHEST = hd.sr.CodedConcept("24627-2", "LN", "CT Chest") if hd else None
 PATIENT_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyID", "ReferringPhysicianName")
+LESION_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
+LESION_TYPES = {"ground-glass": ("ground-glass opacity", codes.DCM.GroundGlassOpacity),
+                "consolidation": ("consolidation", Code("95436008", "SCT", "Lung consolidation"))}
+"""Segment label and SegmentedPropertyTypeCode of each lesion class of the lesion model
+(`chestdx.models.lesion.CLASSES`, background excluded)."""
 
 
 @dataclass
@@ -57,12 +65,16 @@ class MaskSegment:
         mask: bool ``(z, y, x)`` on ``Study.pixels``.
         category: SegmentedPropertyCategoryCode (e.g. ``codes.SCT.AnatomicalStructure``).
         property_type: SegmentedPropertyTypeCode (e.g. ``codes.SCT.Lung``).
+        description: SegmentDescription text (at most 64 characters), e.g. which slices were examined.
+        algorithm: ``(name, version)`` of the model that drew it (default: the diagnosis's model).
     """
 
     label: str
     mask: np.ndarray
     category: object
     property_type: object
+    description: str | None = None
+    algorithm: tuple[str, str] | None = None
 
 
 @dataclass
@@ -91,7 +103,11 @@ def _require_highdicom() -> None:
 
 def model_version(diagnosis: Diagnosis) -> str:
     """Args: diagnosis: the diagnosis. Returns: the model's version: training date and commit from its card."""
-    card = diagnosis.model.card
+    return card_version(diagnosis.model.card)
+
+
+def card_version(card) -> str:
+    """Args: card: a model card. Returns: the model's version: training date and commit."""
     parts = [(card.date or "")[:10], (card.git_commit or "")[:12]]
     return " ".join(p for p in parts if p) or f"chestdx {chestdx.__version__}"
 
@@ -361,6 +377,91 @@ def lung_segment(diagnosis: Diagnosis) -> MaskSegment | None:
     return MaskSegment("lung", np.asarray(mask, bool), codes.SCT.AnatomicalStructure, codes.SCT.Lung)
 
 
+def lesion_model_or_none(name: str | None = None):
+    """The lesion segmenter for the DICOM SEG, or None when it is not installed.
+
+    Args:
+        name: bundled name or checkpoint folder (default ``lesion-default``).
+
+    Returns:
+        The loaded segmenter (`chestdx.models.lesion.load_lesion_model`), or None.
+    """
+    from chestdx.models.bundled import resolve_model_path
+    from chestdx.models.lesion import DEFAULT_LESION_MODEL, load_lesion_model
+
+    try:
+        resolve_model_path(name or DEFAULT_LESION_MODEL)
+    except ChestDxError:
+        log.info("no lesion model %s: the DICOM Segmentation holds the lungs only", name or DEFAULT_LESION_MODEL)
+        return None
+    return load_lesion_model(name or DEFAULT_LESION_MODEL)
+
+
+def lesion_segments(diagnosis: Diagnosis, lesion_model=None) -> list[MaskSegment]:
+    """One segment per lesion type of the lesion model (ground-glass opacity, consolidation).
+
+    When ``quantify_lesions`` ran, its label map is used on the slices the segmenter ran on.
+    Otherwise the segmenter runs now, on the lung slices the classifier used
+    (``diagnosis.prepared.indices``): that bounds the cost (48 of the 300 slices of the
+    benchmark study) at the price of lesions outside those slices. Slices not examined hold no
+    lesion in the segmentation; each lesion segment's description says how many were.
+    A lesion type absent from the examined slices is still a segment, without frames.
+
+    Args:
+        diagnosis: the diagnosis of a CT study.
+        lesion_model: the segmenter (`lesion_model_or_none`); None: ``lesion-default`` if installed.
+
+    Returns:
+        The segments (``[]`` for an X-ray, or when no lesion model is installed). Their time
+        is added to ``diagnosis.timing["dicom_lesions"]``.
+    """
+    if diagnosis.study.kind == "xray":
+        return []
+    from chestdx.models.lesion import CLASSES, segment_study
+    from chestdx.preprocess.pipeline import study_lung_mask
+
+    t0 = time.perf_counter()
+    result = diagnosis.lesions
+    if result is None:
+        lesion_model = lesion_model or lesion_model_or_none()
+        if lesion_model is None:
+            return []
+        study = diagnosis.study
+        if diagnosis.prepared.lung_mask is None:
+            diagnosis.prepared.lung_mask = study_lung_mask(study)
+        lungs = diagnosis.prepared.lung_mask
+        used = np.unique(np.asarray(diagnosis.prepared.indices)[np.asarray(diagnosis.prepared.indices) >= 0])
+        examined_lungs = np.zeros_like(lungs)
+        examined_lungs[used] = lungs[used]
+        result = segment_study(study, lesion_model, lung_mask=examined_lungs)
+        where, version = "those the classifier used", card_version(lesion_model.card)
+    else:
+        where, version = "as quantified", _version_of(result.model)
+    examined = np.asarray(result.segmented, dtype=int)
+    labels = np.zeros_like(result.labels)
+    labels[examined] = result.labels[examined]  # sampled quantification fills the others in: not shown as found
+    n = diagnosis.study.n_slices
+    description = f"{result.model}: {len(examined)} of {n} slices, {where}"
+    if len(description) > 64:  # LO
+        description = f"{result.model}: {len(examined)} of {n} slices"[:64]
+    segments = [MaskSegment(LESION_TYPES[name][0], labels == value, LESION_CATEGORY, LESION_TYPES[name][1],
+                            description=description, algorithm=(result.model, version))
+                for value, name in enumerate(CLASSES) if name in LESION_TYPES]
+    diagnosis.timing["dicom_lesions"] = diagnosis.timing.get("dicom_lesions", 0.0) + time.perf_counter() - t0
+    return segments
+
+
+def _version_of(model_name: str) -> str:
+    """Args: model_name: a bundled model's name. Returns: its version, or "" when its card cannot be read."""
+    from chestdx.models.bundled import resolve_model_path
+    from chestdx.models.card import read_card
+
+    try:
+        return card_version(read_card(resolve_model_path(model_name)))
+    except ChestDxError:
+        return ""
+
+
 def has_segmentation_geometry(refs) -> bool:
     """Args: refs: a study's `DicomReferences`. Returns: whether a Segmentation can be placed on its slices."""
     # highdicom takes the pixel measures, SliceThickness included, from the source images
@@ -390,12 +491,20 @@ def segmentation(diagnosis: Diagnosis, segments: list[MaskSegment], *, keep_pati
     for s in segments:
         if s.mask.shape != shape:
             raise ValueError(f"segment {s.label!r} has shape {s.mask.shape}, the study {shape}")
-    labels = np.stack([s.mask for s in segments], axis=-1).astype(np.uint8)  # (z, y, x, segments)
+    # (z, y, x, segments), each segment contiguous: highdicom's overlap check sums over the last axis, which on a
+    # C-ordered (300, 512, 512, 3) array took 6.5 s of the SEG's 9 s
+    labels = np.stack([s.mask for s in segments], axis=0).astype(np.uint8).transpose(1, 2, 3, 0)
     algorithm = hd.AlgorithmIdentificationSequence(name=diagnosis.model.name, version=model_version(diagnosis),
                                                    family=codes.cid7162.ArtificialIntelligence)
-    descriptions = [hd.seg.SegmentDescription(number, s.label, s.category, s.property_type, "AUTOMATIC",
-                                              algorithm_identification=algorithm)
-                    for number, s in enumerate(segments, start=1)]
+    descriptions = []
+    for number, s in enumerate(segments, start=1):
+        drawn_by = algorithm if s.algorithm is None else hd.AlgorithmIdentificationSequence(
+            name=s.algorithm[0], version=s.algorithm[1] or "unknown", family=codes.cid7162.ArtificialIntelligence)
+        description = hd.seg.SegmentDescription(number, s.label, s.category, s.property_type, "AUTOMATIC",
+                                                algorithm_identification=drawn_by)
+        if s.description:
+            description.SegmentDescription = s.description[:64]
+        descriptions.append(description)
     seg = hd.seg.Segmentation(
         source_images=source_datasets(diagnosis, range(study.n_slices), keep_patient), pixel_array=labels,
         segmentation_type="BINARY", segment_descriptions=descriptions, series_instance_uid=generate_uid(),
@@ -430,7 +539,7 @@ def dicom_results(diagnosis: Diagnosis, *, keep_patient: bool = False, n_key_sli
 
 
 def write_dicom_outputs(out_dir: str | Path, diagnosis: Diagnosis, *, keep_patient: bool = False,
-                        n_key_slices: int = 3) -> list[Path]:
+                        n_key_slices: int = 3, lesions: bool = True, lesion_model=None) -> list[Path]:
     """Write `dicom_results` as ``sr.dcm``, ``sc_slice_NNNN.dcm`` and ``seg.dcm`` into a folder.
 
     Args:
@@ -438,6 +547,9 @@ def write_dicom_outputs(out_dir: str | Path, diagnosis: Diagnosis, *, keep_patie
         diagnosis: the diagnosis of a DICOM CT study.
         keep_patient: carry the source's patient module; see `patient_module`.
         n_key_slices: how many key slices when there is no explanation.
+        lesions: add the lesion segments (`lesion_segments`) to the segmentation when a lesion
+            model is installed (or given).
+        lesion_model: the segmenter (`lesion_model_or_none`); None: ``lesion-default`` if installed.
 
     Returns:
         The written files.
@@ -445,12 +557,18 @@ def write_dicom_outputs(out_dir: str | Path, diagnosis: Diagnosis, *, keep_patie
     Raises:
         ChestDxError: one of the files already exists, or the study was not read from DICOM.
     """
-    results = dicom_results(diagnosis, keep_patient=keep_patient, n_key_slices=n_key_slices)
+    out = Path(out_dir)
+    for name in ("sr.dcm", "seg.dcm"):  # checked again below; here before the lesion model runs
+        if (out / name).exists():
+            raise ChestDxError(f"{out / name} already exists: give a new or empty folder for --dicom-out")
+    extra = []
+    if lesions and has_segmentation_geometry(_references(diagnosis)):
+        extra = lesion_segments(diagnosis, lesion_model)
+    results = dicom_results(diagnosis, keep_patient=keep_patient, n_key_slices=n_key_slices, extra_segments=extra)
     indices = key_slices(diagnosis, n_key_slices)
     named = [("sr.dcm", results.report)] + [(f"sc_slice_{i:04d}.dcm", sc) for i, sc in zip(indices, results.captures)]
     if results.segmentation is not None:
         named.append(("seg.dcm", results.segmentation))
-    out = Path(out_dir)
     clash = [name for name, _ in named if (out / name).exists()]
     if clash:
         raise ChestDxError(f"{out / clash[0]} already exists: give a new or empty folder for --dicom-out")

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from chestdx.pipeline import Diagnosis
 
 RESEARCH_ONLY = "research use only, not for clinical use"
+LESION_LABELS = {"1": "ground-glass opacity", "2": "consolidation"}
+"""Values of a lesion label map (0 is background), as `chestdx.outputs.segmentation` writes them."""
 
 
-def prediction_record(diagnosis: Diagnosis, top_k: int = 5) -> dict:
+def prediction_record(diagnosis: Diagnosis, top_k: int = 5, explanation_file: str | Path | None = None,
+                      n_lesion_slices: int = 3) -> dict:
     """The JSON-ready prediction of a diagnosis.
 
     Args:
         diagnosis: the diagnosis.
         top_k: how many of the slices that drove the decision to list.
+        explanation_file: where the explanation was written (``explain.json``), if it was.
+        n_lesion_slices: how many of the slices with the most lesion to list under ``lesions``.
 
     Returns:
         ``kind``, ``probabilities`` (class -> p), ``decision``, ``threshold``, ``model``
         (the card's summary), ``limitations`` (the card's), ``slices_used``, ``top_slices``
         (study slice index and the decided class's probability), ``timing_s`` (per stage and
-        ``total``) and ``warnings``.
+        ``total``), ``warnings`` and ``study`` (``n_slices``, ``intensity``, ``shape`` of the
+        pixels); once ``explain`` has run ``explanation`` (``method``, ``class``, the explained
+        ``slices`` and their ``slice_scores``, and ``file``); once ``quantify_lesions`` has run
+        ``quantification`` and ``lesions`` (the segmenter, its ``labels``, the ``key_slices``
+        with the most lesion, every slice with lesion and the slices the network ran on).
     """
     model, prepared = diagnosis.model, diagnosis.prepared
     card = model.card
@@ -30,8 +41,9 @@ def prediction_record(diagnosis: Diagnosis, top_k: int = 5) -> dict:
         summary["val_auc_ci"] = [round(val_auc.ci_low, 4), round(val_auc.ci_high, 4)]
     timing = {k: round(v, 3) for k, v in diagnosis.timing.items()}
     timing["total"] = round(sum(diagnosis.timing.values()), 3)
-    return {
-        "kind": diagnosis.study.kind,
+    study = diagnosis.study
+    record = {
+        "kind": study.kind,
         "probabilities": {c: round(float(p), 4) for c, p in zip(model.config.classes, diagnosis.probabilities)},
         "decision": diagnosis.decision,
         "threshold": model.threshold,
@@ -41,12 +53,29 @@ def prediction_record(diagnosis: Diagnosis, top_k: int = 5) -> dict:
         "top_slices": [{"index": i, "score": round(p, 4)} for i, p in diagnosis.top_slices(top_k)],
         "timing_s": timing,
         "warnings": list(diagnosis.warnings),
-        **({"quantification": diagnosis.quantification} if diagnosis.quantification else {}),
+        "study": {"n_slices": int(study.n_slices), "intensity": study.intensity, "shape": list(study.pixels.shape)},
     }
+    e = diagnosis.explanation
+    if e is not None:
+        record["explanation"] = {"method": e.method, "class": e.class_name, "slices": list(e.slice_indices),
+                                 "slice_scores": [round(s, 4) for s in e.slice_scores],
+                                 "file": None if explanation_file is None else str(explanation_file)}
+    if diagnosis.quantification:
+        record["quantification"] = diagnosis.quantification
+    lesions = diagnosis.lesions
+    if lesions is not None:
+        area = lesions.lesion_pixels()
+        record["lesions"] = {
+            "model": lesions.model, "threshold": lesions.threshold, "labels": dict(LESION_LABELS),
+            "key_slices": [{"index": int(i), "lesion_pixels": int(area[i])} for i in lesions.key_slices(n_lesion_slices)],
+            "slices_with_lesion": [int(i) for i in np.flatnonzero(area)],
+            "segmented_slices": [int(i) for i in lesions.segmented],
+        }
+    return record
 
 
 def prediction_text(record: dict) -> str:
-    """Args: record: a `prediction_record` (with ``explanation`` when heat maps were written, ``dicom_outputs`` when DICOM objects were). Returns: the text lines."""
+    """Args: record: a `prediction_record` (``dicom_outputs`` added when DICOM objects were written). Returns: the text lines."""
     model = record["model"]
     lines = [f"model       {model['name']} ({model['recipe']}); {RESEARCH_ONLY}"]
     lines.append("probability " + "   ".join(f"{c} {p:.3f}" for c, p in record["probabilities"].items()))
@@ -66,8 +95,8 @@ def prediction_text(record: dict) -> str:
         lines.append(f"limitation  {record['limitations'][0]}")
         if len(record["limitations"]) > 1:
             lines.append(f"            (+{len(record['limitations']) - 1} more in the model card: --json shows them all)")
-    if record.get("explanation"):
-        lines.append(f"heat maps   {record['explanation']}")
+    if (record.get("explanation") or {}).get("file"):
+        lines.append(f"heat maps   {record['explanation']['file']}")
     if record.get("dicom_outputs"):
         lines.append(f"DICOM       {len(record['dicom_outputs'])} objects (SR, key slices, segmentation) in "
                      f"{Path(record['dicom_outputs'][0]).parent}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -11,14 +12,21 @@ from skimage.segmentation import find_boundaries
 
 from chestdx.io.nifti import write_nifti
 from chestdx.io.study import Study
-from chestdx.models.lesion import LesionResult
 from chestdx.preprocess.intensity import render_8bit
+
+if TYPE_CHECKING:  # the segmenter's module imports torch; overlays (the web viewer's) need none of it
+    from chestdx.models.lesion import LesionResult
 
 LABEL_FILE = "lesions.nii.gz"
 QUANTIFY_FILE = "quantify.json"
 LESION_COLOURS = {1: (255, 210, 0), 2: (230, 30, 30)}
 """Ground-glass opacity yellow, consolidation red."""
 LUNG_OUTLINE = (0, 200, 0)
+
+
+def overlay_name(index: int) -> str:
+    """Args: index: a slice index. Returns: the file name of its lesion overlay in a segmentation folder."""
+    return f"slice_{int(index):04d}.png"
 
 
 def overlay_labels(slice_uint8: np.ndarray, labels: np.ndarray, lung_mask: np.ndarray | None = None,
@@ -72,7 +80,7 @@ def write_segmentation(study: Study, result: LesionResult, quantification: dict,
     rendered = render_8bit(study, "lung", slices=key) if len(key) else []
     files["overlays"] = []
     for index, image in zip(key, rendered):
-        path = out / f"slice_{int(index):04d}.png"
+        path = out / overlay_name(index)
         Image.fromarray(overlay_labels(image, result.labels[index], result.lung_mask[index])).save(path)
         files["overlays"].append(str(path))
     report = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from chestdx.io.study import Study
 from chestdx.models.loading import LoadedModel
 from chestdx.models.predict import decide, rank_rows, study_probabilities
 from chestdx.preprocess.pipeline import PreparedStudy, needs_lung_mask, prepare_study, study_lung_mask
+
+if TYPE_CHECKING:  # the segmenter's module imports torch: only when lesions are asked for
+    from chestdx.models.lesion import LesionResult
 
 
 @dataclass
@@ -71,6 +75,8 @@ class Diagnosis:
         explanation: the explanation, once ``explain`` has run.
         quantification: lung and lesion volumes, involvement, severity score and CT-0..CT-4
             category, once ``quantify_lesions`` has run (`chestdx.models.quantify.quantify`).
+        lesions: the lesion label map behind ``quantification`` (a
+            `chestdx.models.lesion.LesionResult`), kept for outputs that draw it (the DICOM SEG).
     """
 
     study: Study
@@ -84,6 +90,7 @@ class Diagnosis:
     warnings: list[str] = field(default_factory=list)
     explanation: StudyExplanation | None = None
     quantification: dict | None = None
+    lesions: object | None = None
 
     @property
     def decision_index(self) -> int:
@@ -243,7 +250,8 @@ def _lungs(diagnosis: Diagnosis) -> np.ndarray:
 def quantify_lesions(diagnosis: Diagnosis, lesion_model: str | None = None, max_slices: int | None = None) -> dict:
     """Segment the study's lesions and measure them, reusing the diagnosis's lung mask.
 
-    Stored as ``diagnosis.quantification`` (and its time under ``timing["lesions"]``).
+    Stored as ``diagnosis.quantification``, the label map as ``diagnosis.lesions`` (and the time
+    under ``timing["lesions"]``).
 
     Args:
         diagnosis: a diagnosis of a CT study.
@@ -267,6 +275,7 @@ def quantify_lesions(diagnosis: Diagnosis, lesion_model: str | None = None, max_
     result = segment_study(diagnosis.study, model, lung_mask=_lungs(diagnosis), max_slices=max_slices)
     diagnosis.quantification = {"model": model.name, **quantify(result.lung_mask, result.labels,
                                                                 measured_spacing(diagnosis.study))}
+    diagnosis.lesions = result
     diagnosis.warnings += result.warnings
     diagnosis.timing["lesions"] = time.perf_counter() - t0
     return diagnosis.quantification

@@ -126,7 +126,8 @@ def prepare_study(study: Study, spec: InputSpec, lung_mask: np.ndarray | None = 
     if spec.selection == "middle":
         indices = candidates[select_middle(len(candidates), spec.middle_fraction)]
     elif spec.selection == "equidistant":
-        indices = candidates[select_equidistant(len(candidates), spec.n_slices)]
+        # fewer candidates than n_slices: each once (a repeat would only cost time; the mean is the same)
+        indices = candidates[np.unique(select_equidistant(len(candidates), spec.n_slices))]
     elif spec.selection == "groups":
         index_groups = make_groups(candidates, spec.group_size)
         indices = np.concatenate(index_groups)

@@ -1,4 +1,4 @@
-"""The FastAPI application: upload studies, follow their jobs, view slices with Grad-CAM, get reports.
+"""The FastAPI application: upload studies, follow their jobs, view slices with Grad-CAM or lesions, get reports.
 
 Every endpoint but ``/healthz`` (and the static viewer page, which holds no data) needs
 ``Authorization: Bearer TOKEN`` (``chestdx serve token create NAME``). Logs name studies by
@@ -25,24 +25,27 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from chestdx.errors import ChestDxError
 from chestdx.explain.overlay import overlay_rgb
 from chestdx.io.study import Study
 from chestdx.models.bundled import list_bundled
 from chestdx.outputs.explanations import heatmap_name
+from chestdx.outputs.report import ChromiumMissing, html_to_pdf, report_html
+from chestdx.outputs.segmentation import overlay_labels
 from chestdx.preprocess.intensity import render_8bit
-from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, PIXELS_FILE, JobRunner
-from chestdx.serve.report import html_to_pdf, report_html
+from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, LESION_FILE, LESION_FOLDER, PIXELS_FILE, JobRunner
 from chestdx.serve.store import StudyRow, check_token, count_by_status, open_database
-from chestdx.serve.uploads import RequestError, clean_incoming, save_upload, upload_too_large
+from chestdx.serve.uploads import RequestError, StreamedUpload, clean_incoming, multipart_boundary, upload_too_large
 from chestdx.writable import check_writable_folder
 
 log = logging.getLogger("chestdx.serve")
@@ -62,6 +65,17 @@ DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.j
             "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer",
                     "cross-origin-resource-policy": "same-origin", "permissions-policy": "camera=(), microphone=(), geolocation=()"}
+KINDS = ("ct-volume", "ct-slice", "xray")
+DRAIN_BYTES = 64 * 2**20
+"""After refusing an upload part-way, read (and drop) at most this much more of its body (and at most
+a quarter of the upload limit), so that the client, still sending, gets to read the answer instead
+of a reset connection, while a client sending far past the limit is not read to its end."""
+UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "a DICOM zip, DICOM files, a NIfTI, image slices or an X-ray image"},
+        "kind": {"type": "string", "enum": list(KINDS), "description": "study kind; detected when left out"},
+        "model": {"type": "string", "description": "a bundled model; default by the study's kind"}}}}}}
 
 
 @dataclass
@@ -82,6 +96,11 @@ class Settings:
         idle_timeout_s: longest pause between two parts of a request's body.
         cors_origins: web origins (``https://host:port``) whose pages may call the API from a
             browser; empty (the default): none, only the service's own viewer.
+        quantify: segment the lesions of CT studies (lesion-default) and quantify them: lung
+            and lesion volumes, involvement, ground-glass / consolidation shares, severity
+            score, CT-0..CT-4; the viewer overlays the label map.
+        quantify_slices: run the lesion segmenter on at most this many lung slices per study
+            (None: all; the others take the labels of the nearest slice run).
     """
 
     data_dir: Path = Path("chestdx-data")
@@ -93,6 +112,8 @@ class Settings:
     request_timeout_s: float = 900.0
     idle_timeout_s: float = 60.0
     cors_origins: tuple[str, ...] = ()
+    quantify: bool = True
+    quantify_slices: int | None = None
 
     @property
     def database_url(self) -> str:
@@ -150,15 +171,16 @@ def metrics_text(counts: dict[str, int], runner: JobRunner) -> str:
 
 
 class RequestLimits:
-    """ASGI middleware: a request's body may hold at most ``max_bytes`` and must arrive in time.
+    """ASGI middleware: a request's body must arrive in time, and one declared too large is not read.
 
-    A body whose ``Content-Length`` is over the limit is refused before it is read; the body
-    is also counted as it arrives, so an upload without one (chunked) is stopped too, before
-    the form parser has spooled more than the limit to disk.
+    A body whose ``Content-Length`` is over the limit is refused before it is read. A body
+    without one (chunked) is counted while it arrives by the upload endpoint itself
+    (`chestdx.serve.uploads.StreamedUpload`, the only endpoint that reads a body), which
+    refuses it (413) as soon as its files pass the limit.
 
     Args:
         app: the application.
-        max_bytes: largest body.
+        max_bytes: largest declared body.
         timeout_s: longest time to receive the whole body.
         idle_timeout_s: longest wait for the next part of the body.
         too_large: the message of a body over ``max_bytes``.
@@ -176,7 +198,7 @@ class RequestLimits:
             return await JSONResponse({"detail": self.too_large}, status_code=413)(scope, receive, send)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
-        state = {"received": 0, "done": False}
+        state = {"done": False}
 
         async def limited_receive():
             if state["done"]:
@@ -189,13 +211,7 @@ class RequestLimits:
                 raise HTTPException(408, f"the request's body did not arrive in time (limits: "
                                          f"{self.timeout_s:g} s in all, {self.idle_timeout_s:g} s without data): "
                                          "send it again over a faster link, or ask for a larger --request-timeout") from None
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.max_bytes:
-                    raise HTTPException(413, self.too_large)
-                state["done"] = not message.get("more_body", False)
-            else:
-                state["done"] = True
+            state["done"] = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)
@@ -255,7 +271,8 @@ def create_app(settings: Settings) -> FastAPI:
     data_dir.mkdir(parents=True, exist_ok=True)
     sessions = open_database(settings.database_url)
     clean_incoming(data_dir)
-    runner = JobRunner(sessions, data_dir, settings.workers, settings.explain_slices, settings.poll_seconds)
+    runner = JobRunner(sessions, data_dir, settings.workers, settings.explain_slices, settings.poll_seconds,
+                       quantify=settings.quantify, quantify_slices=settings.quantify_slices)
     max_bytes = int(settings.max_upload_mb * 2**20)
 
     @asynccontextmanager
@@ -315,6 +332,17 @@ def create_app(settings: Settings) -> FastAPI:
                                     "(create one with `chestdx serve token create NAME`)")
         return credentials.credentials
 
+    async def drain(stream) -> None:
+        """Read and drop the rest of a refused upload's body, up to `DRAIN_BYTES` (a quarter of the limit at most)."""
+        dropped, most = 0, min(DRAIN_BYTES, max_bytes // 4)
+        try:
+            async for chunk in stream:
+                dropped += len(chunk)
+                if dropped > most:
+                    break
+        except (ClientDisconnect, HTTPException):  # gone, or too slow (`RequestLimits`): the refusal is answered as it is
+            pass
+
     def get_row(study_id: str) -> StudyRow:
         if not STUDY_ID.match(study_id):  # never a path: ids are 32 hex digits, checked before any file is touched
             raise RequestError(404, f"no study {study_id[:40]!r}: study ids are 32 hex digits; list the studies with "
@@ -342,25 +370,46 @@ def create_app(settings: Settings) -> FastAPI:
         return PlainTextResponse(metrics_text(count_by_status(sessions), runner),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/studies", status_code=202, tags=["studies"], dependencies=[Depends(authorised)])
-    def upload_study(files: list[UploadFile] = File(..., description="a DICOM zip, DICOM files, a NIfTI, "
-                                                                       "image slices or an X-ray image"),
-                     kind: Literal["ct-volume", "ct-slice", "xray"] | None = Form(None),
-                     model: str | None = Form(None, description="a bundled model; default by the study's kind")) -> dict:
-        """Queue a study; answers at once with its id (the diagnosis runs in a worker)."""
+    def upload_options(fields: dict[str, str]) -> tuple[str | None, str | None]:
+        kind, model = fields.get("kind") or None, fields.get("model") or None
+        if kind is not None and kind not in KINDS:
+            raise RequestError(422, f"body kind: should be one of {', '.join(KINDS)} (or left out), not {kind!r}: "
+                                    "see /docs for what it accepts")
         if model and model not in list_bundled():
             raise RequestError(400, f"no bundled model {model!r}: use one of {', '.join(list_bundled())}, or leave it out")
+        return kind, model
+
+    @app.post("/studies", status_code=202, tags=["studies"], dependencies=[Depends(authorised)],
+              openapi_extra={"requestBody": UPLOAD_BODY})
+    async def upload_study(request: Request) -> Response:
+        """Queue a study; answers at once with its id (the diagnosis runs in a worker).
+
+        Multipart fields: ``files`` (one or more), optional ``kind`` and ``model``. The files are
+        written to disk while they arrive and refused (413) as soon as they pass the size limit.
+        """
+        boundary = multipart_boundary(request.headers.get("content-type"))
         study_id = uuid.uuid4().hex
-        upload = save_upload([(f.filename or "", f.file) for f in files], data_dir / study_id, max_bytes)
+        upload = StreamedUpload(data_dir / study_id, max_bytes, settings.max_upload_mb, boundary)
+        stream = request.stream()
         try:
+            async for chunk in stream:
+                upload.feed(chunk)
+            kind, model = upload_options(upload.fields)
+            described = await run_in_threadpool(upload.finish)
             with sessions.begin() as session:
-                session.add(StudyRow(id=study_id, status="queued", kind=kind, model=model or None, upload=upload))
-        except BaseException:  # not accepted: its files go too
-            shutil.rmtree(data_dir / study_id, ignore_errors=True)
+                session.add(StudyRow(id=study_id, status="queued", kind=kind, model=model, upload=described))
+        except ClientDisconnect:
+            upload.discard()
+            log.info("an upload was broken off by its client after %d bytes: nothing kept", upload.received)
+            return Response(status_code=400)  # nobody is left to read it
+        except BaseException as exc:
+            upload.discard()
+            if isinstance(exc, RequestError):
+                await drain(stream)
             raise
-        log.info("study %s queued (%s)", study_id, upload)
+        log.info("study %s queued (%s)", study_id, described)
         runner.wake()
-        return {"id": study_id, "status": "queued"}
+        return JSONResponse({"id": study_id, "status": "queued"}, status_code=202)
 
     @app.get("/studies", tags=["studies"], dependencies=[Depends(authorised)])
     def list_studies(limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
@@ -379,8 +428,13 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/studies/{study_id}/slices/{k}.png", tags=["studies"], dependencies=[Depends(authorised)],
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def slice_png(study_id: str, k: int, window: Literal["lung", "mediastinum"] = "lung",
-                  overlay: Literal["gradcam", "none"] = "none", opacity: float = Query(0.45, ge=0.0, le=1.0)) -> Response:
-        """Slice ``k`` of a finished study, HU-windowed, with its Grad-CAM map when it is one of the explained slices."""
+                  overlay: Literal["gradcam", "lesion", "none"] = "none",
+                  opacity: float = Query(0.45, ge=0.0, le=1.0)) -> Response:
+        """Slice ``k`` of a finished study, windowed, with an overlay.
+
+        ``gradcam``: its Grad-CAM map (the explained key slices only); ``lesion``: the lesion
+        segmenter's labels (CT studies; ground-glass opacity yellow, consolidation red).
+        """
         record = finished_result(study_id)
         pixels = np.load(data_dir / study_id / PIXELS_FILE, mmap_mode="r")
         if not 0 <= k < len(pixels):
@@ -394,6 +448,13 @@ def create_app(settings: Settings) -> FastAPI:
                                         f"{', '.join(map(str, explained)) or 'none (the service runs with --explain-slices 0)'}")
             heat = np.load(data_dir / study_id / EXPLANATION_FOLDER / heatmap_name(k))
             image = overlay_rgb(image, heat, alpha=opacity)
+        elif overlay == "lesion":
+            labels = data_dir / study_id / LESION_FILE
+            if not labels.is_file():
+                why = ("lesions are segmented in CT studies only" if record["kind"] == "xray"
+                       else "the service runs with --no-quantify")
+                raise RequestError(404, f"study {study_id} has no lesion map: {why}")
+            image = overlay_labels(image, np.asarray(np.load(labels, mmap_mode="r")[k]), alpha=opacity)
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
@@ -402,10 +463,17 @@ def create_app(settings: Settings) -> FastAPI:
              response_class=HTMLResponse, responses={200: {"content": {"text/html": {}, "application/pdf": {}}}})
     def report(study_id: str, format: Literal["html", "pdf"] = "html") -> Response:
         """The study's report as one self-contained HTML page, or as PDF (printed by Chromium on the server)."""
-        html = report_html(study_id, finished_result(study_id), data_dir / study_id / EXPLANATION_FOLDER)
+        folder = data_dir / study_id
+        html = report_html(study_id, finished_result(study_id), folder / EXPLANATION_FOLDER, folder / LESION_FOLDER)
         if format == "pdf":
+            try:
+                pdf = html_to_pdf(html)
+            except ChromiumMissing as exc:
+                raise RequestError(501, str(exc)) from exc
+            except ChestDxError as exc:
+                raise RequestError(500, str(exc)) from exc
             headers = {"Content-Disposition": f'attachment; filename="chestdx-{study_id}.pdf"'}
-            return Response(html_to_pdf(html), media_type="application/pdf", headers=headers)
+            return Response(pdf, media_type="application/pdf", headers=headers)
         return HTMLResponse(html)
 
     @app.delete("/studies/{study_id}", status_code=204, tags=["studies"], dependencies=[Depends(authorised)])

@@ -5,7 +5,9 @@ once per process (``load_model`` keeps it), never in a request handler. The disp
 thread of the web process) claims queued jobs in the database, at most one per worker, and
 records each job's end. Everything a job writes lives in the study's folder:
 ``upload/`` (what was sent), ``pixels.npy`` (the study's slices for the viewer),
-``result.json`` (the prediction record) and ``explanation/`` (Grad-CAM maps and overlays).
+``result.json`` (the prediction record), ``explanation/`` (Grad-CAM maps and overlays) and, for
+CT, ``lesions.npy`` (the lesion label map the viewer overlays) and ``lesions/`` (the label map
+as NIfTI, overlays of the slices with the most lesion, ``quantify.json``).
 Files are written under a temporary name and renamed, and the job's row says ``done`` only
 after they are all there, so a killed process leaves no half-written result that counts. A
 worker process that dies under a job (killed, out of memory) fails none of the jobs it held:
@@ -37,6 +39,8 @@ log = logging.getLogger("chestdx.serve")
 PIXELS_FILE = "pixels.npy"
 RESULT_FILE = "result.json"
 EXPLANATION_FOLDER = "explanation"
+LESION_FILE = "lesions.npy"
+LESION_FOLDER = "lesions"
 EXPLAIN_METHOD = "gradcam"
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -90,15 +94,23 @@ def _replace_atomically(target: Path, data: bytes | memoryview) -> None:
         raise
 
 
+def _save_npy_atomically(target: Path, array: np.ndarray) -> None:
+    """`_replace_atomically` for a NumPy array in ``.npy`` format."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)  # to memory first: NumPy's own file writing reports a full disk without an errno
+    _replace_atomically(target, buffer.getbuffer())
+
+
 def _out_of_space(exc: OSError) -> bool:
     """Whether a write failed for want of space or permission (NumPy's ``tofile`` says so without an errno)."""
     return exc.errno in WRITE_ERRNOS or (exc.errno is None and "requested and" in str(exc) and "written" in str(exc))
 
 
-def run_study(folder: str, kind: str | None, model: str | None, explain_slices: int) -> str:
+def run_study(folder: str, kind: str | None, model: str | None, explain_slices: int, quantify: bool = True,
+              quantify_slices: int | None = None) -> str:
     """`diagnose_and_write`, with a data folder that cannot be written (full, read-only) as the job's one-line error."""
     try:
-        return diagnose_and_write(folder, kind, model, explain_slices)
+        return diagnose_and_write(folder, kind, model, explain_slices, quantify, quantify_slices)
     except OSError as exc:
         if not _out_of_space(exc):
             raise
@@ -106,7 +118,8 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
                            " the administrator must free space in its data folder; upload the study again afterwards") from None
 
 
-def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain_slices: int) -> str:
+def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain_slices: int, quantify: bool = True,
+                       quantify_slices: int | None = None) -> str:
     """Diagnose one uploaded study and write its files (runs in a worker process).
 
     Args:
@@ -114,10 +127,12 @@ def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain
         kind: study kind override, or None to detect it.
         model: bundled model name, or None for the default of the study's kind.
         explain_slices: how many top slices get a Grad-CAM map (0: none).
+        quantify: segment the lesions of a CT study and quantify them (lesion-default).
+        quantify_slices: run the lesion segmenter on at most this many lung slices (None: all).
 
     Returns:
-        The result JSON: the prediction record, with ``study`` (slices, intensity, shape)
-        and ``explanation`` (method and explained slices) added.
+        The result JSON: the prediction record (`chestdx.outputs.prediction.prediction_record`,
+        with ``study``, ``explanation``, ``quantification`` and ``lesions`` as they apply).
 
     Raises:
         ChestDxError: the study cannot be read or diagnosed; the message says why.
@@ -125,7 +140,7 @@ def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain
     from chestdx.evaluate.serialise import dumps
     from chestdx.outputs.explanations import write_study_explanation
     from chestdx.outputs.prediction import prediction_record
-    from chestdx.pipeline import diagnose_source, explain
+    from chestdx.pipeline import diagnose_source, explain, quantify_lesions
 
     path = Path(folder)
     for partial in path.glob(".*.partial"):  # left by a run of this job that was killed while writing
@@ -133,20 +148,18 @@ def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain
     diagnosis = diagnose_source(upload_source(path), model, kind=kind)
     study = diagnosis.study
     stored = np.rint(study.pixels).clip(-32768, 32767).astype(np.int16 if study.intensity == "hu" else np.uint8)
-    buffer = io.BytesIO()
-    np.save(buffer, stored)  # to memory first: NumPy's own file writing reports a full disk without an errno
-    _replace_atomically(path / PIXELS_FILE, buffer.getbuffer())
-    explanation = None
+    _save_npy_atomically(path / PIXELS_FILE, stored)
+    if quantify and study.kind != "xray":
+        from chestdx.outputs.segmentation import write_segmentation
+
+        quantify_lesions(diagnosis, max_slices=quantify_slices)
+        _save_npy_atomically(path / LESION_FILE, diagnosis.lesions.labels)
+        write_segmentation(study, diagnosis.lesions, diagnosis.quantification, path / LESION_FOLDER)
+    explanation_file = None
     if explain_slices > 0:
         explain(diagnosis, EXPLAIN_METHOD, n_slices=explain_slices)
-        write_study_explanation(path / EXPLANATION_FOLDER, diagnosis)
-        e = diagnosis.explanation
-        explanation = {"method": e.method, "class": e.class_name, "slices": e.slice_indices,
-                       "slice_scores": [round(s, 4) for s in e.slice_scores]}
-    record = prediction_record(diagnosis)
-    record["study"] = {"n_slices": int(study.n_slices), "intensity": study.intensity, "shape": list(stored.shape)}
-    record["explanation"] = explanation
-    text = dumps(record)
+        explanation_file = write_study_explanation(path / EXPLANATION_FOLDER, diagnosis).relative_to(path)
+    text = dumps(prediction_record(diagnosis, explanation_file=explanation_file))
     _replace_atomically(path / RESULT_FILE, text.encode())
     return text
 
@@ -181,11 +194,15 @@ class JobRunner:
         workers: worker processes (each loads the models once).
         explain_slices: Grad-CAM maps per study (0: none).
         poll_seconds: how often the queue is checked when nothing wakes the dispatcher.
+        quantify: segment and quantify the lesions of CT studies.
+        quantify_slices: lesion segmenter's slices per study at most (None: every lung slice).
     """
 
-    def __init__(self, sessions, data_dir: Path, workers: int, explain_slices: int, poll_seconds: float = 2.0):
+    def __init__(self, sessions, data_dir: Path, workers: int, explain_slices: int, poll_seconds: float = 2.0,
+                 quantify: bool = True, quantify_slices: int | None = None):
         self.sessions, self.data_dir = sessions, data_dir
         self.workers, self.explain_slices, self.poll_seconds = workers, explain_slices, poll_seconds
+        self.quantify, self.quantify_slices = quantify, quantify_slices
         self.metrics = JobMetrics()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._in_flight = 0
@@ -237,11 +254,13 @@ class JobRunner:
             self._in_flight += 1
         log.info("study %s started", study_id)
         started = time.monotonic()
+        job = (run_study, str(self.data_dir / study_id), kind, model, self.explain_slices, self.quantify,
+               self.quantify_slices)
         try:
-            future = self._pool.submit(run_study, str(self.data_dir / study_id), kind, model, self.explain_slices)
+            future = self._pool.submit(*job)
         except BrokenProcessPool:
             self._pool = self._new_pool()
-            future = self._pool.submit(run_study, str(self.data_dir / study_id), kind, model, self.explain_slices)
+            future = self._pool.submit(*job)
         future.add_done_callback(lambda f: self._finished(study_id, started, f, attempts))
 
     def _finished(self, study_id: str, started: float, future: Future, attempts: int = 1) -> None:

@@ -82,7 +82,9 @@ def stages_of(config: RecipeConfig) -> list[dict]:
     entries may set ``unit``, ``method`` (network method to call), ``freeze`` (module
     name prefixes to freeze) or ``trainable`` (freeze everything else), and any key of
     `DEFAULT_TRAIN` (``bf16`` is True, False or ``"auto"``: bfloat16 autocast where the CPU
-    has it natively; ``max_minutes`` stops a stage after the epoch that uses up that budget;
+    has it natively; ``max_minutes`` stops a stage when that budget is used up, inside an epoch too (the
+    partial epoch is validated, and its history row says how many ``samples`` it saw);
+    ``augment`` overrides `chestdx.train.augment.DEFAULT_AUGMENT`, or is False for no augmentation;
     ``mixup`` is the Beta(a, a) parameter of mixup, 0 for none; ``ema`` the decay of an
     exponential moving average of the weights, which is then what is validated and kept;
     ``distil`` is ``{"teacher": model name or folder, "weight": w, "temperature": T}`` to learn
@@ -325,7 +327,8 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
         n_epochs = epochs or stage["epochs"]
         bs = stage["batch_size"]
         opt, sched = make_optimizer(params, stage, n_epochs * math.ceil(len(tr) / bs))
-        augmenter = slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
+        augmenter = (slice_augmenter(config.input.size, stage.get("augment"), seed=seed)
+                     if stage.get("augment") is not False else None)
         fn = getattr(net, stage["method"])
         teacher = None
         if stage["distil"]:
@@ -338,11 +341,12 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
         for epoch in range(n_epochs):
             net.train()
             hold_frozen_norms(net)
-            t0, total = time.time(), 0.0
+            t0, total, seen = time.time(), 0.0, 0
             bar = progress_bar(list(_batches(len(tr), bs, rng)), f"{stage['name']} epoch {epoch + 1}/{n_epochs}", "batch",
                                enabled=progress)
             for idx in bar:
-                x = to_model_input(augment_batch(_stack(tr, idx), augmenter), config)
+                batch = _stack(tr, idx)
+                x = to_model_input(augment_batch(batch, augmenter) if augmenter else batch, config)
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(tr.y[idx])
@@ -355,13 +359,17 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
                 if ema is not None:
                     ema.update_parameters(net)
                 total += loss.item() * len(idx)
+                seen += len(idx)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+                if stage["max_minutes"] and time.time() - stage_start > 60 * stage["max_minutes"]:
+                    break  # the budget ends the stage inside an epoch too; the partial epoch is validated
             val_logits = predict_samples(scored, va, config, stage["method"], bf16=stage["bf16"])
             val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(va.y)))
             score = _val_score(va.y, val_logits)
             score_key = score if not math.isnan(score) else -val_loss
-            row = {"stage": stage["name"], "epoch": epoch + 1, "train_loss": round(total / len(tr), 4),
-                   "val_loss": round(val_loss, 4), "val_auc": round(score, 4), "seconds": round(time.time() - t0, 1)}
+            row = {"stage": stage["name"], "epoch": epoch + 1, "train_loss": round(total / seen, 4),
+                   "val_loss": round(val_loss, 4), "val_auc": None if math.isnan(score) else round(score, 4),
+                   "seconds": round(time.time() - t0, 1), **({"samples": seen} if seen < len(tr) else {})}
             history.append(row)
             log.warning("%s", row) if not progress else tqdm.write(str(row))
             if score_key > best:

@@ -1,4 +1,5 @@
-// chestdx viewer: log in with an API token, upload studies, follow their jobs, scroll slices with Grad-CAM.
+// chestdx viewer: log in with an API token, upload studies, follow their jobs, scroll slices with Grad-CAM or
+// the lesion map, read the quantification.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -120,12 +121,24 @@ async function choose(id) {
     $("viewer-body").hidden = true; $("viewer-empty").hidden = false;
     return;
   }
-  state.record = study.result;
-  showResult(id, study.result);
-  const keys = (study.result.explanation || {}).slices || study.result.top_slices.map((s) => s.index);
-  $("slice").max = study.result.study.n_slices - 1;
+  const record = study.result;
+  state.record = record;
+  showResult(id, record);
+  const keys = (record.explanation || {}).slices || record.top_slices.map((s) => s.index);
+  $("slice").max = record.study.n_slices - 1;
   $("viewer-body").hidden = false; $("viewer-empty").hidden = true;
-  $("key-slices").replaceChildren(...keys.map((k) => el("button", { type: "button", onclick: () => showSlice(k) }, k)));
+  const goTo = (k) => el("button", { type: "button", onclick: () => showSlice(k) }, k);
+  $("key-slices").replaceChildren(...keys.map(goTo));
+  const lesionKeys = record.lesions ? record.lesions.key_slices.map((s) => s.index) : [];
+  $("lesion-slices").replaceChildren(...lesionKeys.map(goTo));
+  $("lesion-slices-line").hidden = !lesionKeys.length;
+  // an overlay the study has none of cannot be chosen; the default is the first one it has
+  const options = $("overlay").options;
+  options[1].disabled = !record.explanation; options[2].disabled = !record.lesions;
+  if (options[$("overlay").selectedIndex].disabled || $("overlay").value === "none") {
+    $("overlay").value = record.explanation ? "gradcam" : record.lesions ? "lesion" : "none";
+  }
+  $("overlay").disabled = !record.explanation && !record.lesions;
   showSlice(keys.length ? keys[0] : 0);
 }
 
@@ -141,6 +154,7 @@ function showResult(id, record) {
       ? `threshold ${record.threshold.toFixed(2)} on ${Object.keys(record.probabilities)[1]}` : "most probable class"),
     ...probabilities,
     ...record.warnings.map((w) => el("p", { class: "warning" }, w)),
+    ...quantificationView(record.quantification),
     el("h3", {}, "Model"),
     el("p", {}, `${model.name} (${model.recipe}), trained on ${model.trained_on || "?"}` +
       (model.val_auc != null ? `, validation AUC ${model.val_auc.toFixed(3)}` : "")),
@@ -148,6 +162,32 @@ function showResult(id, record) {
     el("ul", {}, ...record.limitations.map((text) => el("li", {}, text))),
     el("p", {}, reportLink("html", "Open report"), " ", reportLink("pdf", "Download PDF")),
     el("p", { class: "muted" }, `total ${record.timing_s.total.toFixed(2)} s`));
+}
+
+function quantificationView(q) {
+  // the lesion segmenter's measurements of a CT study (chestdx.models.quantify)
+  if (!q) return [];
+  const c = q.chest, unit = q.volume_unit;
+  const sides = [q.right_lung, q.left_lung, c];
+  const num = (v, digits = 1) => (v == null ? "n/a" : v.toFixed(digits));
+  const row = (name, cells) => el("tr", {}, el("th", { scope: "row" }, name), ...cells.map((v) => el("td", {}, v)));
+  const table = el("table", { id: "quantification-table" },
+    el("caption", { class: "muted" }, `segmenter ${q.model}; volumes in ${unit}`),
+    el("thead", {}, el("tr", {}, el("th", {}, ""), ...["right", "left", "both"].map((t) => el("th", { scope: "col" }, t)))),
+    el("tbody", {},
+      row(`lung volume`, sides.map((s) => num(s.lung_volume))),
+      row(`lesion volume`, sides.map((s) => num(s.lesion_volume))),
+      row("involvement %", sides.map((s) => num(s.involvement_percent, 2))),
+      row("ground-glass %", sides.map((s) => num(s.ground_glass_share_percent))),
+      row("consolidation %", sides.map((s) => num(s.consolidation_share_percent))),
+      row("score", [`${q.right_lung.score}/15`, `${q.left_lung.score}/15`, `${c.severity_score}/30`])));
+  return [
+    el("h3", {}, "Lesions"),
+    el("p", { class: "category", id: "category" },
+      `${c.category}: involvement ${c.involvement_percent.toFixed(1)}%, severity score ${c.severity_score}/30`),
+    table,
+    el("p", { class: "muted" }, "ground-glass % and consolidation % are shares of the lesion volume; " + q.scoring),
+  ];
 }
 
 async function openReport(id, format) {
@@ -173,11 +213,26 @@ async function showSlice(k) {
   const n = state.record.study.n_slices;
   k = Math.max(0, Math.min(n - 1, k)); state.slice = k;
   $("slice").value = k; $("slice-label").textContent = `${k} / ${n - 1}`;
-  const explained = ((state.record.explanation || {}).slices || []).includes(k);
-  $("overlay").disabled = !explained;
-  const overlay = explained && $("overlay").checked ? "gradcam" : "none";
-  $("overlay-note").textContent = explained ? "Grad-CAM map of this slice available."
-    : "No Grad-CAM map on this slice: maps exist for the key slices.";
+  const record = state.record, chosen = $("overlay").value;
+  let overlay = "none", note = "";
+  if (chosen === "gradcam") {
+    const explained = ((record.explanation || {}).slices || []).includes(k);
+    overlay = explained ? "gradcam" : "none";
+    note = explained ? "Grad-CAM map of this slice (evidence for " + record.explanation.class + ")."
+      : "No Grad-CAM map on this slice: maps exist for the key slices.";
+  } else if (chosen === "lesion") {
+    overlay = "lesion";
+    const lesions = record.lesions;
+    note = lesions.slices_with_lesion.includes(k) ? "Lesions found on this slice by " + lesions.model + "."
+      : "No lesion found on this slice.";
+    if (!lesions.segmented_slices.includes(k) && lesions.slices_with_lesion.includes(k)) {
+      note += " (Labels of the nearest slice the segmenter ran on.)";
+    }
+  } else if (!record.explanation && !record.lesions) {
+    note = "No overlay for this study: no Grad-CAM map (--explain-slices 0) and no lesion map (X-ray or --no-quantify).";
+  }
+  $("overlay-note").textContent = note;
+  $("lesion-legend").hidden = overlay !== "lesion";
   const query = `window=${$("window").value}&overlay=${overlay}&opacity=${$("opacity").value / 100}`;
   const id = state.chosen;
   try {
@@ -187,7 +242,8 @@ async function showSlice(k) {
     state.imageUrl = URL.createObjectURL(blob);
     const image = $("image");
     image.onload = fitImage;
-    image.src = state.imageUrl; image.alt = `slice ${k}, ${$("window").value} window${overlay === "gradcam" ? ", Grad-CAM overlay" : ""}`;
+    const shown = { gradcam: ", Grad-CAM overlay", lesion: ", lesion overlay", none: "" }[overlay];
+    image.src = state.imageUrl; image.alt = `slice ${k}, ${$("window").value} window${shown}`;
   } catch (e) { $("overlay-note").textContent = e.message; }
 }
 
