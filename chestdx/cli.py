@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from chestdx.errors import ChestDxError
+from chestdx.writable import check_writable_file, check_writable_folder, write_error_message
 
 log = logging.getLogger("chestdx")
 
@@ -60,6 +61,7 @@ def _describe_series(series: dict) -> str:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     """Write a synthetic chest CT DICOM series (demos and tests only)."""
+    check_writable_folder(args.out_dir, "sample")
     from chestdx.io.sample import PHANTOM_CONTENTS, write_sample_series
 
     files = write_sample_series(args.out_dir, n_slices=args.slices, seed=args.seed, progress=not args.quiet)
@@ -72,6 +74,7 @@ def cmd_preview(args: argparse.Namespace) -> None:
     _check_study_path(args.study)
     if not args.output.lower().endswith(".png"):
         raise ChestDxError(f"the contact sheet is a PNG image: give -o a file name ending in .png (got {args.output!r})")
+    check_writable_file(args.output, "-o", make_parents=True)
     from chestdx.io import load_study
     from chestdx.preprocess.preview import contact_sheet
 
@@ -117,6 +120,9 @@ def _check_study_args(args: argparse.Namespace, method: str | None) -> None:
         from chestdx.outputs.explanations import check_output_folder
 
         check_output_folder(args.out)
+        check_writable_folder(args.out, "--out")
+    if getattr(args, "dicom_out", None):
+        check_writable_folder(args.dicom_out, "--dicom-out")
 
 
 def _diagnose(args: argparse.Namespace):
@@ -165,6 +171,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 def cmd_node(args: argparse.Namespace) -> None:
     """Run the DICOM node: receive CT series (or take them from a folder), diagnose each complete one, send the DICOM results back."""
+    check_writable_folder(args.store_dir, "--store-dir")
     from chestdx.node.dicomweb import DicomWebPeer
     from chestdx.node.listener import DicomNode, Peer
 
@@ -183,6 +190,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
     """Segment lesions of a CT study and quantify them; write a NIfTI label map, overlays and quantify.json."""
     import time
 
+    _check_study_path(args.study)
+    check_writable_folder(args.out, "--out")
     from chestdx.io import load_study
     from chestdx.models.lesion import DEFAULT_LESION_MODEL, load_lesion_model, measured_spacing, segment_study
     from chestdx.models.quantify import quantify
@@ -237,6 +246,7 @@ def _class_list(text: str | None) -> tuple[str, ...] | None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a recipe on a dataset and write a checkpoint with its model card."""
+    check_writable_folder(args.out, "--out")
     from chestdx.io.labels import POSITIVE, canonical_label, order_positive_last
     from chestdx.models.recipes import get_recipe, get_variant
     from chestdx.train.run import train_command
@@ -256,16 +266,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _check_new_file(path: str | None, suffix: str, option: str) -> None:
-    """Fail early when an output file cannot be written: wrong suffix, a folder, or a missing parent folder."""
-    if path is None:
-        return
-    target = Path(path).expanduser()
-    if target.suffix.lower() != suffix:
-        raise ChestDxError(f"{option} {path!r}: give a file name ending in {suffix}")
-    if target.is_dir():
-        raise ChestDxError(f"{option} {path!r} is a folder: give a file name ending in {suffix}")
-    if not target.parent.is_dir():
-        raise ChestDxError(f"{option} {path!r}: the folder {target.parent} does not exist; create it first")
+    """Fail early when an output file cannot be written: wrong suffix, a folder, a missing or unwritable folder."""
+    if path is not None:
+        check_writable_file(path, option, suffixes=(suffix,))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -304,6 +307,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_batch(args: argparse.Namespace) -> None:
     """Score every study of a folder, dataset or CSV into one result table."""
+    check_writable_file(args.out, "--out", suffixes=(".parquet", ".csv"))
+    if args.maps:
+        check_writable_folder(args.maps, "--maps")
     from chestdx.batch import run_batch
 
     summary = run_batch(args.source, args.out, model=args.model, explain=None if args.explain == "none" else args.explain,
@@ -317,6 +323,8 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """Fit temperature and operating point on validation data and store them in the model card."""
+    if Path(args.model).expanduser().is_dir():  # the card is rewritten in place
+        check_writable_file(Path(args.model).expanduser() / "metadata.json", "--model")
     from chestdx.evaluate.run import calibrate_model
 
     target, value = None, None
@@ -332,6 +340,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> None:
     """Put trained ai-corona checkpoints together as one ensemble checkpoint (with its ONNX export)."""
+    check_writable_folder(args.out, "--out")
     from chestdx.models.checkpoint import assemble_ensemble, export_onnx
     from chestdx.models.loading import load_model
 
@@ -444,6 +453,33 @@ READER_STUDY_FILES = """input CSVs (UTF-8, header row, names case-insensitive):
   --model-scores  case, score   (the model's probability of the positive class; optional)"""
 
 
+def _chestdx_records_only(record: logging.LogRecord) -> bool:
+    """Logging filter: chestdx's own records, and no library's."""
+    return record.name == "chestdx" or record.name.startswith("chestdx.")
+
+
+def _library_records_one_line(record: logging.LogRecord) -> bool:
+    """Logging filter of the long-running commands: chestdx's records, and libraries' warnings as one line each."""
+    if _chestdx_records_only(record):
+        return True
+    if record.levelno < logging.WARNING:
+        return False
+    record.msg, record.args = " ".join(record.getMessage().split()), None
+    record.exc_info = record.exc_text = record.stack_info = None
+    return True
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's flush at exit has nothing left to fail on."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+        pass
+
+
 def _terminated(signum, frame) -> None:
     """SIGTERM ends the command the way Ctrl-C does: temporary folders are removed on the way out."""
     raise SystemExit(128 + signum)
@@ -451,14 +487,20 @@ def _terminated(signum, frame) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run the web service and viewer, or ``token create NAME``: make an API token (printed once)."""
+    if args.action and (len(args.action) != 3 or args.action[:2] != ["token", "create"]):
+        raise ChestDxError("unknown serve action: use `chestdx serve token create NAME`, or no action to start the service")
+    check_writable_folder(args.data_dir, "--data-dir")
+    if args.db and args.db.startswith("sqlite:///"):
+        check_writable_file(args.db[len("sqlite:///"):], "--db")
+    if args.request_timeout <= 0:
+        raise ChestDxError("--request-timeout must be a positive number of seconds")
     from chestdx.serve import Settings
 
     settings = Settings(data_dir=Path(args.data_dir), db_url=args.db, max_upload_mb=args.max_upload_mb,
                         workers=args.workers, explain_slices=args.explain_slices, quantify=args.quantify,
-                        quantify_slices=args.quantify_slices)
+                        quantify_slices=args.quantify_slices, request_timeout_s=args.request_timeout,
+                        cors_origins=tuple(args.cors_origin or ()))
     if args.action:
-        if len(args.action) != 3 or args.action[:2] != ["token", "create"]:
-            raise ChestDxError("unknown serve action: use `chestdx serve token create NAME`, or no action to start the service")
         from chestdx.serve.store import create_token, open_database
 
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)
@@ -664,6 +706,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=1024.0)
     p.add_argument("--workers", type=int, default=1, help="worker processes that run the diagnoses")
     p.add_argument("--explain-slices", type=int, default=3, help="top slices with a Grad-CAM map per study (0: none)")
+    p.add_argument("--request-timeout", type=float, default=900.0,
+                   help="seconds a client may take to send one request (an upload); slower ones get 408")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="a web origin (https://host:port) whose pages may call the API from a browser (repeat for "
+                        "more; default: none, cross-origin calls are refused by the browser)")
     p.add_argument("--quantify", action=argparse.BooleanOptionalAction, default=True,
                    help="segment the lesions of CT studies and quantify them (volumes, involvement, severity score, "
                         "CT-0..CT-4); the viewer overlays them (--no-quantify: off)")
@@ -685,13 +732,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="chestdx: %(message)s")
+    # A library's log line about a damaged file (pydicom: "the number of bytes ... matches ...", or a decoder's
+    # traceback) is not chestdx's message: a command ends with its result or with one error line, and the log of
+    # the service or the node keeps one line per library warning, without tracebacks (--verbose shows them all).
+    record_filter = None if args.verbose else (
+        _library_records_one_line if args.command in ("serve", "node") else _chestdx_records_only)
+    if record_filter is not None:
+        logging.captureWarnings(True)  # Python warnings of libraries too (they become "py.warnings" records)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(record_filter)
     signal.signal(signal.SIGTERM, _terminated)
     try:
+        return _run(args)
+    finally:
+        if record_filter is not None:
+            logging.captureWarnings(False)
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(record_filter)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command. Returns: its exit status."""
+    try:
         args.func(args)
+        sys.stdout.flush()  # output to a full disk or a closed pipe fails here, not at exit
     except ChestDxError as exc:
         if args.verbose:
             raise
         print(f"chestdx: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        _drop_stdout()  # the reader went away (`| head`): nothing more to say
+        return 141
+    except OSError as exc:
+        message = write_error_message(exc)  # checked before the work, but the disk filled up during it
+        if message is None or args.verbose:
+            raise
+        _drop_stdout()
+        print(f"chestdx: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("chestdx: interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "chestdx"
 # docs/architecture.md: each stage may import the stages before it; front ends sit on top.
-STAGES = ["errors", "progress", "io", "preprocess", "models", "explain", "pipeline", "evaluate", "train", "outputs"]
+STAGES = ["errors", "progress", "writable", "io", "preprocess", "models", "explain", "pipeline", "evaluate", "train", "outputs"]
 FRONT_ENDS = {"cli", "serve", "node", "batch"}
 
 

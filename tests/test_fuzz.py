@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import sys
 from pathlib import Path
@@ -35,7 +36,46 @@ def test_saved_reproducers_end_in_a_study_or_one_error_line(path):
 
 
 def test_fixed_seed_share_of_the_fuzz_harness_finds_no_failure():
-    result = _fuzz_module().run(n=140, seed=1, workers=1, corpus=None, progress=False)
+    fuzz = _fuzz_module()
+    result = fuzz.run(n=156, seed=1, workers=1, corpus=None, progress=False)
     assert result["failures"] == []
-    assert sum(sum(c.values()) for c in result["counts"].values()) == 140
-    assert all(c["refused"] > 0 for c in result["counts"].values())  # every family really damages its seeds
+    counts = result["counts"]["load"]
+    assert sum(sum(c.values()) for c in counts.values()) == 156
+    assert all(c["refused"] > 0 for c in counts.values())  # every family really damages its seeds
+    assert sum(c["ok"] for c in counts.values()) > 0
+
+
+REPRODUCER_ENTRIES = sorted({e for p in CORPUS for e in ("predict", "service", "node") if p.name.startswith(e + "-")})
+
+
+@pytest.mark.parametrize("entry", REPRODUCER_ENTRIES)
+def test_saved_reproducers_of_an_entry_point_end_in_a_result_or_one_line_there(entry):
+    # predict: pydicom's own log line about the damaged file came before chestdx's error (two lines on stderr);
+    # a Rust decoder's panic on damaged RLE data. node: a decoder's traceback, logged by pydicom, filled the node's
+    # log; a NaN SliceThickness could not be written into the results; instances without StudyInstanceUID were
+    # accepted though no failure SR could be filed; a patient name pydicom cannot decode kept the failure SR from
+    # being made
+    paths = [p for p in CORPUS if p.name.startswith(entry + "-")]
+    if entry != "predict":
+        pytest.importorskip("fastapi" if entry == "service" else "pynetdicom")
+    result = _fuzz_module().replay(paths, (entry,))
+    assert result["failures"] == []
+    total = sum(result["counts"][entry].values(), collections.Counter())
+    assert total["ok"] + total["refused"] == len(paths), total
+
+
+def test_the_same_inputs_through_predict_the_service_and_the_node_end_in_a_result_or_one_line():
+    """A fixed-seed share: 2 inputs per mutation family through each entry point as a process (benchmarks/fuzz.py)."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("pynetdicom")
+    fuzz = _fuzz_module()
+    entries = ("predict", "service", "node")
+    result = fuzz.run(n=2 * len(fuzz.FAMILIES), seed=1, workers=2, corpus=None, progress=False, entry_points=entries)
+    assert result["failures"] == []
+    for entry in entries:
+        total = sum(result["counts"][entry].values(), collections.Counter())
+        assert total["ok"] > 0 and total["refused"] > 0, (entry, total)  # results and refusals both happen
+        assert sum(total.values()) == 2 * len(fuzz.FAMILIES)
+    node = sum(result["counts"]["node"].values(), collections.Counter())
+    assert node["ok"] + node["refused"] >= len(fuzz.FAMILIES)  # at least half the inputs reached the node
+    assert result["figures"]["node"]["results_received"] > 0  # results and error SRs came back to the PACS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -255,3 +256,23 @@ def test_sigterm_while_unpacking_removes_the_temporary_folder(tmp_path):
     rc = proc.wait(60)
     assert rc in (143, 2), proc.stderr.read()  # terminated, or it finished (refusing the junk) first
     assert not [p for p in scratch.iterdir() if p.is_dir()]
+
+
+def test_a_nifti_that_claims_a_huge_volume_is_refused_from_its_header(tmp_path):
+    # a few kilobytes of gzip that would inflate to 16 GiB of float32: refused before a voxel is read
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((4096, 4096, 256))
+    header.set_data_dtype(np.int16)
+    path = tmp_path / "bomb.nii.gz"
+    with gzip.open(path, "wb") as out:
+        out.write(header.binaryblock + b"\0" * 4)
+        for _ in range(16):
+            out.write(bytes(2**20))
+    started = time.monotonic()
+    with pytest.raises(ChestDxError, match="claims a volume of 4096 x 4096 x 256 voxels"):
+        load_study(path, progress=False)
+    assert time.monotonic() - started < 5

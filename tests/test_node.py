@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
+from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
 from pynetdicom import AE, evt  # noqa: E402
 from pynetdicom.sop_class import (Comprehensive3DSRStorage, CTImageStorage, MRImageStorage,  # noqa: E402
                                   Verification)
@@ -335,14 +336,29 @@ def test_a_series_that_fails_is_reported_back_as_an_sr_with_the_reason(tmp_path)
         source.save_as(tiny, enforce_file_format=True)
         assert _send([tiny], node.port) == [0]
         status = _wait_for_status(tmp_path / "store" / source.SeriesInstanceUID, seconds=60)
-        studyless = tmp_path / "studyless.dcm"  # no StudyInstanceUID: the failure SR cannot be made; the node goes on
+        studyless = tmp_path / "studyless.dcm"  # no StudyInstanceUID: no failure SR could be filed, so refused at once
         ds = new_dataset(np.zeros((8, 8), np.int16), modality="CT")
         del ds.StudyInstanceUID
         ds.save_as(studyless, enforce_file_format=True)
-        assert _send([studyless], node.port) == [0]
-        unsent = _wait_for_status(tmp_path / "store" / ds.SeriesInstanceUID, seconds=60)
-        assert unsent["state"] == "failed" and unsent["failure_report"].startswith("not built: ")
-        assert unsent["failure_report_sent"][str(node.return_to)].startswith("not sent: ")
+        assert _send([studyless], node.port) == [0xC000]
+        assert not (tmp_path / "store" / ds.SeriesInstanceUID).exists()
+        unnamed = tmp_path / "unnamed.dcm"  # a patient name pydicom cannot decode: the failure SR is sent without it
+        ds = new_dataset(np.zeros((8, 8), np.int16), modality="CT")
+        ds.PatientName = "Doe^John"
+        ds.save_as(unnamed, enforce_file_format=True)
+        raw = bytearray(unnamed.read_bytes())
+        at = raw.index(b"\x10\x00\x10\x00PN")
+        raw[at + 4:at + 6] = b"LX"  # an unknown value representation
+        unnamed.write_bytes(bytes(raw))
+        sender = AE(ae_title="SENDER")
+        sender.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)  # the raw element is sent as it is
+        assoc = sender.associate("127.0.0.1", node.port, ae_title="CHESTDX")
+        assert assoc.send_c_store(pydicom.dcmread(unnamed)).Status == 0
+        assoc.release()
+        damaged = _wait_for_status(tmp_path / "store" / ds.SeriesInstanceUID, seconds=60)
+        assert damaged["state"] == "failed" and damaged["failure_report"] == "results/failure_sr.dcm", damaged
+        assert damaged["failure_report_sent"] == {str(node.return_to): "sent",
+                                                  str(dead): f"not sent: could not reach {dead}: ConnectionError"}
         assert _send([tiny], node.port) == [0]  # still serving
     finally:
         node.stop()
@@ -350,7 +366,7 @@ def test_a_series_that_fails_is_reported_back_as_an_sr_with_the_reason(tmp_path)
     assert status["state"] == "failed" and status["failure_report"] == "results/failure_sr.dcm"
     assert status["failure_report_sent"] == {str(node.return_to): "sent",
                                              str(dead): f"not sent: could not reach {dead}: ConnectionError"}
-    assert len(received) == 1
+    assert len(received) == 2
     sr = received[0]
     assert sr.SOPClassUID == Comprehensive3DSRStorage and sr.StudyInstanceUID == source.StudyInstanceUID
     assert str(sr.PatientName) == "Doe^Jane" and sr.PatientID == "P123"  # filed under the source's patient

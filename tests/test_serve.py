@@ -38,6 +38,7 @@ from chestdx.io.sample import write_sample_series  # noqa: E402
 from chestdx.outputs.explanations import write_explanations  # noqa: E402
 from chestdx.serve import Settings, create_app  # noqa: E402
 from chestdx.serve.store import StudyRow, TokenRow, check_token, create_token, open_database  # noqa: E402
+from chestdx.serve.uploads import INCOMING_FOLDER  # noqa: E402
 
 MAX_UPLOAD_MB = 2
 DATABASES = ["sqlite", "postgresql"]
@@ -250,7 +251,10 @@ def test_bad_uploads_answer_4xx_with_a_message_and_leave_nothing_behind(service,
 
 
 def _study_folders(data_dir: Path) -> list[Path]:
-    return [p for p in data_dir.iterdir() if p.is_dir()]
+    """The studies' folders, and those of uploads still arriving (in the staging folder, renamed into place when whole)."""
+    staging = data_dir / INCOMING_FOLDER
+    arriving = sorted(p for p in staging.iterdir() if p.is_dir()) if staging.is_dir() else []
+    return [p for p in data_dir.iterdir() if p.is_dir() and p != staging] + arriving
 
 
 def _upload_files(data_dir: Path) -> list[Path]:

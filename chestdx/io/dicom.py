@@ -7,6 +7,7 @@ compressed transfer syntaxes is decoded by pydicom's pixel handlers (pylibjpeg).
 
 from __future__ import annotations
 
+import math
 import warnings as pywarnings
 from collections import defaultdict
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from pydicom.uid import UID
+from pydicom.uid import UID, RLELossless
 
 from chestdx.errors import ChestDxError
 from chestdx.progress import progress as progress_bar
@@ -80,8 +81,8 @@ class _Header:
 
     @property
     def normal(self) -> np.ndarray | None:
-        iop = self.ds.get("ImageOrientationPatient")
-        if iop is None or len(iop) != 6:
+        iop = _finite_values(self.ds.get("ImageOrientationPatient"), 6)
+        if iop is None:
             return None
         row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
         normal = np.cross(row, col)
@@ -277,9 +278,10 @@ def _positions(headers: list[_Header], normal: np.ndarray | None) -> np.ndarray 
     if normal is None or any("ImagePositionPatient" not in h.ds for h in headers):
         return None
     try:
-        return np.array([float(np.asarray(h.ds.ImagePositionPatient, float) @ normal) for h in headers])
+        positions = np.array([float(np.asarray(h.ds.ImagePositionPatient, float) @ normal) for h in headers])
     except (TypeError, ValueError):
         return None
+    return positions if np.isfinite(positions).all() else None  # NaN positions would sort anywhere
 
 
 def order_slices(headers: list[_Header], warnings: list[str]) -> tuple[list[_Header], np.ndarray | None]:
@@ -357,6 +359,26 @@ def drop_duplicate_slices(pixels: list[np.ndarray], positions: np.ndarray | None
     return [pixels[i] for i in keep], positions[keep]
 
 
+def _finite(value) -> float | None:
+    """A header's number as a finite float, or None (missing, empty, not a number, NaN or infinite)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _finite_values(value, count: int) -> tuple[float, ...] | None:
+    """A header's ``count`` numbers as finite floats, or None when any is missing or not finite."""
+    try:
+        if value is None or isinstance(value, (str, bytes)) or len(value) != count:
+            return None
+    except TypeError:
+        return None
+    numbers = tuple(_finite(v) for v in value)
+    return None if any(n is None for n in numbers) else numbers
+
+
 def slice_spacing(positions: np.ndarray | None, ds: Dataset, warnings: list[str]) -> float:
     """Spacing between slices in mm.
 
@@ -379,8 +401,8 @@ def slice_spacing(positions: np.ndarray | None, ds: Dataset, warnings: list[str]
             return median
         warnings.append("all slices have the same position")
     for tag in ("SpacingBetweenSlices", "SliceThickness"):
-        value = ds.get(tag)
-        if value not in (None, "") and float(value) > 0:
+        value = _finite(ds.get(tag))
+        if value is not None and value > 0:
             if positions is not None and len(positions) > 1:
                 warnings.append(f"slice spacing taken from {tag} ({float(value)} mm)")
             return float(value)
@@ -391,9 +413,9 @@ def slice_spacing(positions: np.ndarray | None, ds: Dataset, warnings: list[str]
 def pixel_spacing(ds: Dataset, warnings: list[str]) -> tuple[float, float]:
     """Returns: in-plane spacing ``(row, column)`` in mm from PixelSpacing (1.0 with a warning when absent)."""
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(tag)
-        if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
-            return float(value[0]), float(value[1])
+        value = _finite_values(ds.get(tag), 2)
+        if value is not None and value[0] > 0 and value[1] > 0:
+            return value[0], value[1]
     warnings.append("PixelSpacing missing: 1.0 mm assumed")
     return 1.0, 1.0
 
@@ -453,11 +475,23 @@ def _read_full(header: _Header) -> Dataset:
 
 def _pixels(ds: Dataset, name: str) -> np.ndarray:
     try:
+        if getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) == RLELossless:
+            # pydicom's own RLE decoder: pylibjpeg-rle's (Rust) panics on a damaged frame, printing the panic
+            # and a backtrace straight to stderr and raising an exception that is no Exception
+            ds.pixel_array_options(decoding_plugin="pydicom")
         return ds.pixel_array
     except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError ...
-        raise ChestDxError(f"cannot decode the pixels of {name} (transfer syntax {transfer_syntax_name(ds) or '?'}): {reason(exc)}. The file may be "
-                           "truncated, or compressed in a way the installed decoders (pylibjpeg) do not handle; "
-                           "re-export it uncompressed or remove it") from exc
+        raise _undecodable(ds, name, exc) from exc
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":  # a Rust decoder's panic (pyo3) derives from BaseException
+            raise
+        raise _undecodable(ds, name, exc) from None
+
+
+def _undecodable(ds: Dataset, name: str, exc: BaseException) -> ChestDxError:
+    return ChestDxError(f"cannot decode the pixels of {name} (transfer syntax {transfer_syntax_name(ds) or '?'}): "
+                        f"{reason(exc)}. The file may be truncated, or compressed in a way the installed decoders "
+                        "(pylibjpeg) do not handle; re-export it uncompressed or remove it")
 
 
 def to_hu(stored: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -568,19 +602,16 @@ def dicom_references(headers: list[_Header | None]) -> DicomReferences | None:
     uids = tuple(str(h.ds.get("SOPInstanceUID", "") or "") for h in headers)
     if not all(uids) or not ds.get("StudyInstanceUID") or not ds.get("SeriesInstanceUID"):
         return None
-    positions = None
-    if all(len(h.ds.get("ImagePositionPatient") or ()) == 3 for h in headers):
-        positions = np.array([[float(v) for v in h.ds.ImagePositionPatient] for h in headers])
-    orientation = ds.get("ImageOrientationPatient")
-    spacing = ds.get("PixelSpacing")
-    thickness = ds.get("SliceThickness")
+    # geometry only where every number is finite: DICOM results cannot encode NaN or infinity
+    positions = [_finite_values(h.ds.get("ImagePositionPatient"), 3) for h in headers]
+    positions = np.array(positions) if all(p is not None for p in positions) else None
     return DicomReferences(
         study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
         sop_class_uid=str(ds.get("SOPClassUID", "") or ""), sop_instance_uids=uids,
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or "") or None, image_positions=positions,
-        image_orientation=tuple(float(v) for v in orientation) if orientation and len(orientation) == 6 else None,
-        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing and len(spacing) == 2 else None,
-        slice_thickness=float(thickness) if thickness not in (None, "") else None,
+        image_orientation=_finite_values(ds.get("ImageOrientationPatient"), 6),
+        pixel_spacing=_finite_values(ds.get("PixelSpacing"), 2),
+        slice_thickness=_finite(ds.get("SliceThickness")),
         study_date=str(ds.get("StudyDate", "") or ""), study_time=str(ds.get("StudyTime", "") or ""))
 
 

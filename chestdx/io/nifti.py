@@ -12,6 +12,9 @@ from chestdx.io.dicom import MIN_SIDE
 from chestdx.io.study import Study
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MAX_VOXELS = 2**29
+"""Largest volume read (voxels of its first 3-D volume; 2 GiB as float32): a 1024x1024x512 CT is that size, and a
+gzip of zeros a few megabytes long can claim far more."""
 
 
 def is_nifti(path: Path) -> bool:
@@ -39,8 +42,15 @@ def read_nifti(path: Path, *, kind: str | None, source: str) -> Study:
     if kind == "xray":
         raise ChestDxError(f"{path.name} is a NIfTI volume, not an X-ray: leave kind unset for CT volumes")
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
+        img = nib.load(str(path))  # the header only, so far
+        voxels = int(np.prod([int(n) for n in img.shape[:3]], dtype=np.int64))
+        if voxels > MAX_VOXELS:
+            raise ChestDxError(f"{path.name} claims a volume of {' x '.join(map(str, img.shape))} voxels, more than "
+                               f"{MAX_VOXELS} (a 1024x1024x512 CT): no chest CT is that large; check the file")
+        img = nib.as_closest_canonical(img)
         data = np.asarray(img.get_fdata(dtype=np.float32))
+    except ChestDxError:
+        raise
     except Exception as exc:  # nibabel raises many types on damaged files
         raise ChestDxError(f"cannot read NIfTI file {path.name} ({exc}): the file is damaged or truncated; "
                            "re-export it") from exc

@@ -104,6 +104,21 @@ def send_files(paths: list[Path], peer: Peer, calling_ae: str) -> list[int]:
     return statuses
 
 
+def _readable_header(path: Path) -> pydicom.Dataset:
+    """A received instance's header, without pixel data and without the elements that cannot be decoded.
+
+    A damaged element (an unknown value representation in the patient's name, say) must not keep
+    the failure report from being made: the report copies what can be read and leaves the rest empty.
+    """
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    for tag in list(ds.keys()):
+        try:
+            ds[tag]  # decodes a raw element
+        except Exception:  # noqa: BLE001 (whatever pydicom raises on that element)
+            del ds[tag]
+    return ds
+
+
 class DicomNode:
     """A running chestdx DICOM node.
 
@@ -162,6 +177,9 @@ class DicomNode:
         try:
             ds = event.dataset
             series_uid, sop_uid = str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+            # without its study no result (nor the SR saying why there is none) can be filed: refuse it now
+            if not (series_uid.strip() and sop_uid.strip() and str(ds.StudyInstanceUID).strip()):
+                raise ValueError("an empty UID")
         except Exception as exc:  # whatever the decoder raises on a damaged instance, the sender gets a failure status
             log.warning("refused an instance from %s: %s", event.assoc.requestor.ae_title, type(exc).__name__)
             return CANNOT_UNDERSTAND
@@ -244,7 +262,7 @@ class DicomNode:
             destination "sent" or why it was not.
         """
         try:
-            sources = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted((folder / "images").glob("*.dcm"))]
+            sources = [_readable_header(path) for path in sorted((folder / "images").glob("*.dcm"))]
             results = folder / "results"
             results.mkdir(parents=True, exist_ok=True)
             path = results / "failure_sr.dcm"

@@ -464,8 +464,9 @@ def _version_of(model_name: str) -> str:
 
 def has_segmentation_geometry(refs) -> bool:
     """Args: refs: a study's `DicomReferences`. Returns: whether a Segmentation can be placed on its slices."""
+    # highdicom takes the pixel measures, SliceThickness included, from the source images
     return all(value is not None for value in (refs.frame_of_reference_uid, refs.image_positions,
-                                               refs.image_orientation, refs.pixel_spacing))
+                                               refs.image_orientation, refs.pixel_spacing, refs.slice_thickness))
 
 
 def segmentation(diagnosis: Diagnosis, segments: list[MaskSegment], *, keep_patient: bool = False) -> Dataset:

@@ -2,14 +2,20 @@
 
 Every endpoint but ``/healthz`` (and the static viewer page, which holds no data) needs
 ``Authorization: Bearer TOKEN`` (``chestdx serve token create NAME``). Logs name studies by
-their id only; no uploaded file name is stored or logged.
+their id only; no uploaded file name is stored or logged. Every request's body is bounded in
+size and in time (`RequestLimits`), every response carries the security headers of
+`security_headers`, study ids in paths must be ids the service made (32 hex digits), and no
+other origin may call the API unless ``cors_origins`` lists it (docs/security.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import io
 import json
 import logging
+import re
 import shutil
 import uuid
 from contextlib import asynccontextmanager
@@ -19,12 +25,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -38,16 +45,31 @@ from chestdx.outputs.segmentation import overlay_labels
 from chestdx.preprocess.intensity import render_8bit
 from chestdx.serve.jobs import DURATION_BUCKETS, EXPLANATION_FOLDER, LESION_FILE, LESION_FOLDER, PIXELS_FILE, JobRunner
 from chestdx.serve.store import StudyRow, check_token, count_by_status, open_database
-from chestdx.serve.uploads import RequestError, StreamedUpload, multipart_boundary, upload_too_large
+from chestdx.serve.uploads import RequestError, StreamedUpload, clean_incoming, multipart_boundary, upload_too_large
+from chestdx.writable import check_writable_folder
 
 log = logging.getLogger("chestdx.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Viewer window names -> the HU presets of chestdx.preprocess.intensity.WINDOWS.
 VIEW_WINDOWS = {"lung": "lung", "mediastinum": "mediastinal"}
+STUDY_ID = re.compile(r"^[0-9a-f]{32}$")
+"""What a study id looks like (``uuid4().hex``); any other value in a path is refused before a file is touched."""
+# The viewer loads only its own script and style; images are its own PNGs (as blob: URLs) and data: URIs
+# (the report's figures, which open in a window that inherits this policy).
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+# FastAPI's /docs and /redoc pages load Swagger UI / ReDoc from its CDN.
+DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+            "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+            "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer",
+                    "cross-origin-resource-policy": "same-origin", "permissions-policy": "camera=(), microphone=(), geolocation=()"}
 KINDS = ("ct-volume", "ct-slice", "xray")
 DRAIN_BYTES = 64 * 2**20
-"""After refusing an upload part-way, read (and drop) at most this much more of its body, so that
-the client, still sending, gets to read the answer instead of a reset connection."""
+"""After refusing an upload part-way, read (and drop) at most this much more of its body (and at most
+a quarter of the upload limit), so that the client, still sending, gets to read the answer instead
+of a reset connection, while a client sending far past the limit is not read to its end."""
 UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"], "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"},
@@ -69,6 +91,11 @@ class Settings:
         explain_slices: top slices that get a Grad-CAM map per study (0: none; each map
             costs seconds of CPU).
         poll_seconds: how often the dispatcher looks at the queue when not woken.
+        request_timeout_s: longest time a client may take to send one request's body (an
+            upload of ``max_upload_mb`` needs ``max_upload_mb / request_timeout_s`` MB/s).
+        idle_timeout_s: longest pause between two parts of a request's body.
+        cors_origins: web origins (``https://host:port``) whose pages may call the API from a
+            browser; empty (the default): none, only the service's own viewer.
         quantify: segment the lesions of CT studies (lesion-default) and quantify them: lung
             and lesion volumes, involvement, ground-glass / consolidation shares, severity
             score, CT-0..CT-4; the viewer overlays the label map.
@@ -82,6 +109,9 @@ class Settings:
     workers: int = 1
     explain_slices: int = 3
     poll_seconds: float = 2.0
+    request_timeout_s: float = 900.0
+    idle_timeout_s: float = 60.0
+    cors_origins: tuple[str, ...] = ()
     quantify: bool = True
     quantify_slices: int | None = None
 
@@ -140,6 +170,94 @@ def metrics_text(counts: dict[str, int], runner: JobRunner) -> str:
     return "\n".join(lines) + "\n"
 
 
+class RequestLimits:
+    """ASGI middleware: a request's body must arrive in time, and one declared too large is not read.
+
+    A body whose ``Content-Length`` is over the limit is refused before it is read. A body
+    without one (chunked) is counted while it arrives by the upload endpoint itself
+    (`chestdx.serve.uploads.StreamedUpload`, the only endpoint that reads a body), which
+    refuses it (413) as soon as its files pass the limit.
+
+    Args:
+        app: the application.
+        max_bytes: largest declared body.
+        timeout_s: longest time to receive the whole body.
+        idle_timeout_s: longest wait for the next part of the body.
+        too_large: the message of a body over ``max_bytes``.
+    """
+
+    def __init__(self, app, max_bytes: int, timeout_s: float, idle_timeout_s: float, too_large: str):
+        self.app, self.max_bytes, self.too_large = app, max_bytes, too_large
+        self.timeout_s, self.idle_timeout_s = timeout_s, idle_timeout_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await JSONResponse({"detail": self.too_large}, status_code=413)(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        state = {"done": False}
+
+        async def limited_receive():
+            if state["done"]:
+                return await receive()
+            wait = min(deadline - loop.time(), self.idle_timeout_s)
+            try:
+                message = await asyncio.wait_for(receive(), max(wait, 0.0))
+            except asyncio.TimeoutError:
+                # An HTTPException raised while the body is read is answered as such (not as a parse error).
+                raise HTTPException(408, f"the request's body did not arrive in time (limits: "
+                                         f"{self.timeout_s:g} s in all, {self.idle_timeout_s:g} s without data): "
+                                         "send it again over a faster link, or ask for a larger --request-timeout") from None
+            state["done"] = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def security_headers(app):
+    """ASGI middleware: the headers every response carries (docs/security.md).
+
+    Args:
+        app: the application.
+
+    Returns:
+        The wrapped application.
+    """
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        path = scope.get("path", "")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = dict(SECURITY_HEADERS)
+                extra["content-security-policy"] = DOCS_CSP if path in ("/docs", "/redoc") else CSP
+                if path.startswith(("/studies", "/metrics")):
+                    extra["cache-control"] = "no-store"  # results and lists: never kept by a shared cache
+                headers += [(k.encode(), v.encode()) for k, v in extra.items() if k.encode() not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return wrapped
+
+
+def _storage_error(exc: OSError) -> RequestError:
+    """The answer to a data folder that cannot be written (full, read-only): 507 or 503, one line."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RequestError(507, f"the service's data folder is full ({exc.strerror}): nothing of this request was "
+                                 "kept; ask the administrator to free space, then send it again")
+    return RequestError(503, f"the service cannot write its data folder ({exc.strerror or exc}): nothing of this "
+                             "request was kept; ask the administrator")
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the service: database, job runner (started with the app) and routes.
 
@@ -149,9 +267,10 @@ def create_app(settings: Settings) -> FastAPI:
     Returns:
         The FastAPI application (serve it with uvicorn, or drive it with TestClient).
     """
-    data_dir = Path(settings.data_dir).resolve()
+    data_dir = check_writable_folder(settings.data_dir, "data folder").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     sessions = open_database(settings.database_url)
+    clean_incoming(data_dir)
     runner = JobRunner(sessions, data_dir, settings.workers, settings.explain_slices, settings.poll_seconds,
                        quantify=settings.quantify, quantify_slices=settings.quantify_slices)
     max_bytes = int(settings.max_upload_mb * 2**20)
@@ -181,13 +300,31 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}: see /docs for what it accepts"},
                             status_code=422)
 
-    @app.middleware("http")
-    async def refuse_large_uploads(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > max_bytes + 2**16:
-            error = upload_too_large(settings.max_upload_mb)
-            return JSONResponse({"detail": str(error)}, status_code=error.status)
-        return await call_next(request)
+    @app.exception_handler(OSError)
+    async def storage_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise exc
+        log.error("cannot write the data folder: %s", exc.strerror)
+        error = _storage_error(exc)
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.error("database error: %s", type(exc).__name__)
+        reason = getattr(exc, "orig", None) or exc
+        return JSONResponse({"detail": f"the service's database cannot be used right now ({type(reason).__name__}: "
+                                       f"{' '.join(str(reason).split())[:200]}): try again later or ask the administrator"},
+                            status_code=503)
+
+    # outermost first: headers on every answer (errors too), then the body's limits, then CORS when asked for
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization"])
+    app.add_middleware(RequestLimits, max_bytes=max_bytes + 2**16, timeout_s=settings.request_timeout_s,
+                       idle_timeout_s=settings.idle_timeout_s, too_large=str(upload_too_large(settings.max_upload_mb)))
+    app.add_middleware(security_headers)
 
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
         if credentials is None or check_token(sessions, credentials.credentials) is None:
@@ -196,17 +333,20 @@ def create_app(settings: Settings) -> FastAPI:
         return credentials.credentials
 
     async def drain(stream) -> None:
-        """Read and drop the rest of a refused upload's body, up to `DRAIN_BYTES`."""
-        dropped = 0
+        """Read and drop the rest of a refused upload's body, up to `DRAIN_BYTES` (a quarter of the limit at most)."""
+        dropped, most = 0, min(DRAIN_BYTES, max_bytes // 4)
         try:
             async for chunk in stream:
                 dropped += len(chunk)
-                if dropped > DRAIN_BYTES:
+                if dropped > most:
                     break
-        except ClientDisconnect:
+        except (ClientDisconnect, HTTPException):  # gone, or too slow (`RequestLimits`): the refusal is answered as it is
             pass
 
     def get_row(study_id: str) -> StudyRow:
+        if not STUDY_ID.match(study_id):  # never a path: ids are 32 hex digits, checked before any file is touched
+            raise RequestError(404, f"no study {study_id[:40]!r}: study ids are 32 hex digits; list the studies with "
+                                    "GET /studies")
         with sessions() as session:
             row = session.get(StudyRow, study_id)
         if row is None:

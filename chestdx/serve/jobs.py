@@ -8,10 +8,15 @@ records each job's end. Everything a job writes lives in the study's folder:
 ``result.json`` (the prediction record), ``explanation/`` (Grad-CAM maps and overlays) and, for
 CT, ``lesions.npy`` (the lesion label map the viewer overlays) and ``lesions/`` (the label map
 as NIfTI, overlays of the slices with the most lesion, ``quantify.json``).
+Files are written under a temporary name and renamed, and the job's row says ``done`` only
+after they are all there, so a killed process leaves no half-written result that counts. A
+worker process that dies under a job (killed, out of memory) fails none of the jobs it held:
+they are queued again, up to ``MAX_ATTEMPTS`` runs each, then failed with the reason.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 import os
@@ -25,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from chestdx.errors import ChestDxError
-from chestdx.serve.store import claim_next, finish, requeue_interrupted
+from chestdx.serve.store import MAX_ATTEMPTS, claim_next, finish, interrupted_error, requeue, requeue_interrupted
 from chestdx.serve.uploads import upload_source
+from chestdx.writable import WRITE_ERRNOS
 
 log = logging.getLogger("chestdx.serve")
 
@@ -46,16 +52,74 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _killed_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this worker the moment the thread of the web process that started it ends.
+
+    The polling thread of `_exit_with_parent` takes up to 2 s, more on a loaded machine; meanwhile
+    a restarted service would run the same job twice.
+    """
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the polling thread alone
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
 def load_worker_models() -> None:
     """Pool initializer: load the default CT model once in this worker process (the X-ray model on first use)."""
     from chestdx.models.loading import load_model
 
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    parent = os.getppid()
+    _killed_with_parent(parent)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     load_model(kind="ct-volume")
+
+
+def _replace_atomically(target: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``target`` through a temporary file renamed into place (removed if the write fails)."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _save_npy_atomically(target: Path, array: np.ndarray) -> None:
+    """`_replace_atomically` for a NumPy array in ``.npy`` format."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)  # to memory first: NumPy's own file writing reports a full disk without an errno
+    _replace_atomically(target, buffer.getbuffer())
+
+
+def _out_of_space(exc: OSError) -> bool:
+    """Whether a write failed for want of space or permission (NumPy's ``tofile`` says so without an errno)."""
+    return exc.errno in WRITE_ERRNOS or (exc.errno is None and "requested and" in str(exc) and "written" in str(exc))
 
 
 def run_study(folder: str, kind: str | None, model: str | None, explain_slices: int, quantify: bool = True,
               quantify_slices: int | None = None) -> str:
+    """`diagnose_and_write`, with a data folder that cannot be written (full, read-only) as the job's one-line error."""
+    try:
+        return diagnose_and_write(folder, kind, model, explain_slices, quantify, quantify_slices)
+    except OSError as exc:
+        if not _out_of_space(exc):
+            raise
+        raise ChestDxError(f"the service could not write this study's results ({exc.strerror or 'No space left on device'}):"
+                           " the administrator must free space in its data folder; upload the study again afterwards") from None
+
+
+def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain_slices: int, quantify: bool = True,
+                       quantify_slices: int | None = None) -> str:
     """Diagnose one uploaded study and write its files (runs in a worker process).
 
     Args:
@@ -79,22 +143,24 @@ def run_study(folder: str, kind: str | None, model: str | None, explain_slices: 
     from chestdx.pipeline import diagnose_source, explain, quantify_lesions
 
     path = Path(folder)
+    for partial in path.glob(".*.partial"):  # left by a run of this job that was killed while writing
+        partial.unlink(missing_ok=True)
     diagnosis = diagnose_source(upload_source(path), model, kind=kind)
     study = diagnosis.study
     stored = np.rint(study.pixels).clip(-32768, 32767).astype(np.int16 if study.intensity == "hu" else np.uint8)
-    np.save(path / PIXELS_FILE, stored)
+    _save_npy_atomically(path / PIXELS_FILE, stored)
     if quantify and study.kind != "xray":
         from chestdx.outputs.segmentation import write_segmentation
 
         quantify_lesions(diagnosis, max_slices=quantify_slices)
-        np.save(path / LESION_FILE, diagnosis.lesions.labels)
+        _save_npy_atomically(path / LESION_FILE, diagnosis.lesions.labels)
         write_segmentation(study, diagnosis.lesions, diagnosis.quantification, path / LESION_FOLDER)
     explanation_file = None
     if explain_slices > 0:
         explain(diagnosis, EXPLAIN_METHOD, n_slices=explain_slices)
         explanation_file = write_study_explanation(path / EXPLANATION_FOLDER, diagnosis).relative_to(path)
     text = dumps(prediction_record(diagnosis, explanation_file=explanation_file))
-    (path / RESULT_FILE).write_text(text)
+    _replace_atomically(path / RESULT_FILE, text.encode())
     return text
 
 
@@ -146,9 +212,11 @@ class JobRunner:
 
     def start(self) -> None:
         """Re-queue jobs a stopped process left running, start the workers and the dispatcher."""
-        requeued = requeue_interrupted(self.sessions)
+        requeued, failed = requeue_interrupted(self.sessions)
         if requeued:
             log.warning("re-queued %d job(s) left running by a stopped process", requeued)
+        if failed:
+            log.error("failed %d job(s) interrupted %d times", failed, MAX_ATTEMPTS)
         self._pool = self._new_pool()
         self._thread = threading.Thread(target=self._dispatch, name="chestdx-dispatcher", daemon=True)
         self._thread.start()
@@ -177,11 +245,11 @@ class JobRunner:
                 row = claim_next(self.sessions)
                 if row is None:
                     break
-                self._submit(row.id, row.kind, row.model)
+                self._submit(row.id, row.kind, row.model, row.attempts)
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 
-    def _submit(self, study_id: str, kind: str | None, model: str | None) -> None:
+    def _submit(self, study_id: str, kind: str | None, model: str | None, attempts: int = 1) -> None:
         with self._lock:
             self._in_flight += 1
         log.info("study %s started", study_id)
@@ -193,9 +261,9 @@ class JobRunner:
         except BrokenProcessPool:
             self._pool = self._new_pool()
             future = self._pool.submit(*job)
-        future.add_done_callback(lambda f: self._finished(study_id, started, f))
+        future.add_done_callback(lambda f: self._finished(study_id, started, f, attempts))
 
-    def _finished(self, study_id: str, started: float, future: Future) -> None:
+    def _finished(self, study_id: str, started: float, future: Future, attempts: int = 1) -> None:
         seconds = time.monotonic() - started
         try:
             if future.cancelled():
@@ -208,9 +276,15 @@ class JobRunner:
                 finish(self.sessions, study_id, error=str(error))
                 log.info("study %s failed: %s", study_id, error)
             elif isinstance(error, BrokenProcessPool):
-                finish(self.sessions, study_id, error="the worker process stopped while diagnosing this study "
-                                                      "(out of memory?): upload it again or ask the administrator")
-                log.error("study %s: worker process died", study_id)
+                # The pool's processes are gone (one was killed or ran out of memory): every job it held lands
+                # here. Run each again in a new pool, up to MAX_ATTEMPTS runs; the next submit makes the pool.
+                if attempts < MAX_ATTEMPTS and not self._stop.is_set():
+                    requeue(self.sessions, study_id)
+                    log.error("study %s: its worker process died; queued again (run %d of %d)", study_id,
+                              attempts + 1, MAX_ATTEMPTS)
+                    return
+                finish(self.sessions, study_id, error=interrupted_error(attempts))
+                log.error("study %s: its worker process died %d times; failed", study_id, attempts)
             else:
                 finish(self.sessions, study_id, error=f"internal error ({type(error).__name__}): the administrator "
                                                       "finds the details in the service's log")

@@ -15,9 +15,14 @@ from datetime import datetime, timezone
 
 from sqlalchemy import DateTime, Integer, String, Text, create_engine, func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from chestdx.errors import ChestDxError
+
 STATUSES = ("queued", "running", "done", "failed")
+MAX_ATTEMPTS = 3
+"""Runs of one job before it is failed: a job whose process died this often (killed, out of memory) is not retried."""
 # 256-bit random secrets cannot be guessed, so the hash needs no large work factor; it keeps a
 # leaked database from holding usable tokens while keeping each request's check cheap.
 _PBKDF2_ITERATIONS = 20_000
@@ -75,10 +80,19 @@ def open_database(url: str) -> sessionmaker[Session]:
 
     Returns:
         A session factory bound to the engine.
+
+    Raises:
+        ChestDxError: the URL is malformed, or the database cannot be reached or written.
     """
     options = {"connect_args": {"check_same_thread": False, "timeout": 30}} if url.startswith("sqlite") else {}
-    engine: Engine = create_engine(url, **options)
-    Base.metadata.create_all(engine)
+    try:
+        engine: Engine = create_engine(url, **options)
+        Base.metadata.create_all(engine)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        shown = url.split("@")[-1] if "@" in url else url  # never the password of a database URL
+        raise ChestDxError(f"cannot open the database {shown} ({type(reason).__name__}: {reason}): check --db, "
+                           "that the database is running and that its folder can be written") from None
     return sessionmaker(engine, expire_on_commit=False)
 
 
@@ -106,28 +120,59 @@ def create_token(sessions: sessionmaker[Session], name: str) -> str:
 def check_token(sessions: sessionmaker[Session], token: str) -> str | None:
     """Args: sessions: the session factory. token: what the client sent. Returns: the token's name, or None."""
     parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != "cdx":
-        return None
-    with sessions() as session:
-        row = session.scalar(select(TokenRow).where(TokenRow.key_id == parts[1]))
-    if row is None or not hmac.compare_digest(row.token_hash, _hash(token, row.salt)):
-        return None
-    return row.name
+    row = None
+    if len(parts) == 3 and parts[0] == "cdx" and len(parts[1]) <= 16:
+        with sessions() as session:
+            row = session.scalar(select(TokenRow).where(TokenRow.key_id == parts[1]))
+    # The same work whatever the token: an unknown or malformed one is hashed and compared against a
+    # dummy, so the answer's timing says nothing about which key ids exist (compare_digest: constant time).
+    salt, stored = (row.salt, row.token_hash) if row is not None else (_DUMMY_SALT, _DUMMY_HASH)
+    matches = hmac.compare_digest(stored, _hash(token[:200], salt))
+    return row.name if row is not None and matches else None
 
 
-def requeue_interrupted(sessions: sessionmaker[Session]) -> int:
+_DUMMY_SALT = secrets.token_hex(16)
+_DUMMY_HASH = "0" * 64
+
+
+def requeue_interrupted(sessions: sessionmaker[Session], max_attempts: int = MAX_ATTEMPTS) -> tuple[int, int]:
     """Put jobs left ``running`` by a stopped or killed process back in the queue.
+
+    A job that has already run ``max_attempts`` times is failed instead, with the reason: a
+    study that brings its process down every time must not bring it down for ever.
 
     Args:
         sessions: the session factory.
+        max_attempts: runs after which an interrupted job is failed.
 
     Returns:
-        How many jobs were re-queued.
+        How many jobs were re-queued, and how many were failed.
     """
     with sessions.begin() as session:
-        result = session.execute(update(StudyRow).where(StudyRow.status == "running")
-                                 .values(status="queued", started=None))
-        return result.rowcount
+        failed = session.execute(
+            update(StudyRow).where(StudyRow.status == "running", StudyRow.attempts >= max_attempts)
+            .values(status="failed", finished=utcnow(), error=interrupted_error(max_attempts))).rowcount
+        requeued = session.execute(update(StudyRow).where(StudyRow.status == "running")
+                                   .values(status="queued", started=None)).rowcount
+    return requeued, failed
+
+
+def interrupted_error(attempts: int) -> str:
+    """Args: attempts: how many runs of the job were cut short. Returns: the job's one-line error."""
+    return (f"the service's process stopped while diagnosing this study, {attempts} times (killed, or out of memory?): "
+            "it is not tried again; check the study, upload it again, or ask the administrator")
+
+
+def requeue(sessions: sessionmaker[Session], study_id: str) -> None:
+    """Put a running job back in the queue (its worker process died under it).
+
+    Args:
+        sessions: the session factory.
+        study_id: the study.
+    """
+    with sessions.begin() as session:
+        session.execute(update(StudyRow).where(StudyRow.id == study_id, StudyRow.status == "running")
+                        .values(status="queued", started=None))
 
 
 def claim_next(sessions: sessionmaker[Session]) -> StudyRow | None:

@@ -5,11 +5,18 @@ An upload is written to the study's folder chunk by chunk as the request body co
 exported studies often carry the patient's name, so no uploaded name is kept: image slices
 are renamed in the order of their original names' trailing numbers (the order ``chestdx.io``
 reads them in), every other file gets a numbered name with its suffix.
+
+While it arrives an upload is written under ``<data>/.incoming/<id>/`` (a staging folder), and
+moved to ``<data>/<id>/`` in one rename once every file is complete, checked and on disk: a
+study folder never holds half an upload, whatever stops the process. What a killed process
+leaves in ``.incoming`` is removed at the next start (`clean_incoming`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -26,6 +33,9 @@ from chestdx.io.load import DICOM_SUFFIXES, MAX_BYTES, MAX_FILES
 from chestdx.io.nifti import NIFTI_SUFFIXES
 
 UPLOAD_FOLDER = "upload"
+INCOMING_FOLDER = ".incoming"
+HEADER_BYTES = 16 << 10
+"""Most bytes of the headers of one part of an upload (a file's name and type are short)."""
 FIELD_BYTES = 1 << 20
 """Most bytes of the form fields of an upload together (``kind`` and ``model`` are short); the 1 MiB
 per field that Starlette's form parser allowed before uploads were streamed."""
@@ -72,17 +82,19 @@ class _Part:
 
 
 class StreamedUpload:
-    """A ``multipart/form-data`` body written into a study's folder while it arrives.
+    """A ``multipart/form-data`` body written into a study's staging folder while it arrives.
 
-    Every file part goes straight to ``folder/upload`` under a neutral name as its bytes come
+    Every file part goes straight to ``upload/`` of the staging folder (``<data>/.incoming/<id>``,
+    beside ``folder``) under a neutral name as its bytes come
     in (nothing holds a whole file in memory: only the chunk at hand); the total is checked
     against ``max_bytes`` with every chunk, so an upload over the limit is refused (413) as soon
     as it passes it, and nothing more is written. Form fields (``kind``, ``model``) are small
     and kept in memory, at most `FIELD_BYTES` in all. `finish` checks the files and gives them
-    their final names; `discard` removes the folder: a refused or broken-off upload leaves nothing.
+    their final names and renames the staging folder to ``folder`` (so the study appears whole or
+    not at all); `discard` removes both: a refused or broken-off upload leaves nothing.
 
     Args:
-        folder: the study's folder (created on the first file).
+        folder: the study's folder (it must not exist yet; made by `finish`).
         max_bytes: largest total size of the files.
         limit_mb: the limit as the service was given it (for the message).
         boundary: the multipart boundary of the request's ``Content-Type``.
@@ -90,6 +102,8 @@ class StreamedUpload:
 
     def __init__(self, folder: Path, max_bytes: int, limit_mb: float, boundary: bytes):
         self.folder, self.max_bytes, self.limit_mb = folder, max_bytes, limit_mb
+        self.staging = folder.parent / INCOMING_FOLDER / folder.name
+        self._header_bytes = 0
         self.fields: dict[str, str] = {}
         self.parts: list[_Part] = []
         self.received = 0
@@ -120,6 +134,7 @@ class StreamedUpload:
     def finish(self) -> str:
         """Check the complete upload and give its files their neutral final names.
 
+        Then every file is flushed to disk and the staging folder renamed to the study's folder.
         Image slices are named in the order of their original names' trailing numbers (the order
         ``chestdx.io`` reads them in); one file is ``study<suffix>``, several ``file_<n><suffix>``.
 
@@ -128,6 +143,7 @@ class StreamedUpload:
 
         Raises:
             RequestError: the body ended early, held no file, or holds an unreadable or unsafe zip.
+            OSError: the data folder cannot be written (full, read-only); `discard` removes what is left.
         """
         if not self._ended:
             raise RequestError(400, "the upload ended before its last part: send it again")
@@ -141,26 +157,43 @@ class StreamedUpload:
         for i, part in enumerate(self.parts):
             final = names.get(i, f"study{part.suffix}" if len(self.parts) == 1 else f"file_{i:05d}{part.suffix}")
             part.path = part.path.rename(part.path.with_name(final))
+        for part in self.parts:  # on disk before the rename makes the study visible
+            with open(part.path, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(self.staging, self.folder)
         kinds = sorted({part.suffix or "DICOM" for part in self.parts})
         n = len(self.parts)
         return f"{n} file{'s' if n > 1 else ''}: {', '.join(kinds)}"
 
     def discard(self) -> None:
-        """Close and remove everything written so far (the whole study folder)."""
+        """Close and remove everything written so far (the staging folder, and the study's folder if `finish` made it)."""
         for part in self.parts:
             if part.out is not None:
-                part.out.close()
+                try:
+                    part.out.close()
+                except OSError:  # a full disk fails the flush too: the file goes anyway
+                    pass
                 part.out = None
+        shutil.rmtree(self.staging, ignore_errors=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # ---- python-multipart callbacks
     def _part_begin(self) -> None:
         self._headers = {}
+        self._header_bytes = 0
+
+    def _count_header(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > HEADER_BYTES:
+            raise RequestError(400, f"the headers of a part of the upload hold more than {HEADER_BYTES} bytes: "
+                                    f"{_WHAT_TO_SEND} in the 'files' field")
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self._header_name += data[start:end]
 
     def _header_value_chunk(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self._header_value += data[start:end]
 
     def _header_end(self) -> None:
@@ -183,7 +216,7 @@ class StreamedUpload:
             raise RequestError(400, "a zip must come alone: send one zip per study, or the files without a zip")
         if len(self.parts) >= MAX_UPLOAD_FILES:
             raise RequestError(400, f"the upload holds more than {MAX_UPLOAD_FILES} files: send them in a zip")
-        target_dir = self.folder / UPLOAD_FOLDER
+        target_dir = self.staging / UPLOAD_FOLDER
         target_dir.mkdir(parents=True, exist_ok=True)
         path = target_dir / f"part_{len(self.parts):05d}{suffix}"
         self.parts.append(_Part(client_name, suffix, path, open(path, "wb")))
@@ -209,8 +242,8 @@ class StreamedUpload:
             self._field = None
             return
         part = self.parts[-1]
-        part.out.close()
-        part.out = None
+        out, part.out = part.out, None
+        out.close()
         if not part.suffix and not has_dicom_magic(part.path):
             raise RequestError(415, f"file {len(self.parts)} of the upload is not a DICOM, NIfTI, image or zip "
                                     f"file: {_WHAT_TO_SEND}")
@@ -230,6 +263,33 @@ def multipart_boundary(content_type: str | None) -> bytes:
         raise RequestError(415, f"send the study as multipart/form-data (curl -F files=@study.zip): {_WHAT_TO_SEND} "
                                 "in the 'files' field")
     return options[b"boundary"]
+
+
+def clean_incoming(data_dir: Path, older_than_s: float = 3600.0) -> int:
+    """Remove uploads a stopped process left half-written in ``data_dir/.incoming``.
+
+    Only entries older than ``older_than_s`` go, so uploads in progress in another service
+    process sharing the folder are left alone.
+
+    Args:
+        data_dir: the service's data folder.
+        older_than_s: age (by modification time) from which an entry is abandoned.
+
+    Returns:
+        How many entries were removed.
+    """
+    incoming = Path(data_dir) / INCOMING_FOLDER
+    incoming.mkdir(exist_ok=True)
+    removed = 0
+    for entry in incoming.iterdir():
+        try:
+            stale = time.time() - entry.stat().st_mtime >= older_than_s
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _check_zip(path: Path) -> None:
