@@ -51,8 +51,9 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("the work started before the output was checked")
 
-    for module, name in WORK:
-        monkeypatch.setattr(importlib.import_module(module), name, started)
+    modules = [importlib.import_module(module) for module, _ in WORK]  # all imported before any is patched:
+    for module, (_, name) in zip(modules, WORK):  # a module imported later would keep the patched function
+        monkeypatch.setattr(module, name, started)
 
 
 def _csv(folder: Path) -> tuple[Path, Path]:
