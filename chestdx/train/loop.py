@@ -346,7 +346,7 @@ def fit(config: RecipeConfig, train_records: list, val_records: list, out_dir: s
                                enabled=progress)
             for idx in bar:
                 batch = _stack(tr, idx)
-                x = to_model_input(augment_batch(batch, augmenter) if augmenter else batch, config)
+                x = to_model_input(augment_batch(batch, augmenter) if augmenter is not None else batch, config)
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(tr.y[idx])

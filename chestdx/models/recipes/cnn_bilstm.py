@@ -123,6 +123,10 @@ class CNNBiLSTM(nn.Module):
         """
         b, s = x.shape[:2]
         repeated = (x == x[:, :1]).flatten(1).all(1)
+        if repeated.all():
+            return self.head(self.encode(x[:, 0]).unsqueeze(1).expand(-1, s, -1))
+        if not repeated.any():
+            return self.head(self.encode(x.flatten(0, 1)).view(b, s, -1))
         once = self.encode(x[repeated, 0]).unsqueeze(1).expand(-1, s, -1)
         each = self.encode(x[~repeated].flatten(0, 1)).view(-1, s, self.cnn.out_dim)
         features = once.new_zeros(b, s, self.cnn.out_dim)
