@@ -429,6 +429,25 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _launch(args: list[str], log: Path) -> subprocess.Popen:
+    """Start ``chestdx ARGS`` in its own session, output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "chestdx.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=_env(), start_new_session=True)
+
+
+def _wait_ready(process: subprocess.Popen, ready, patience_s: float, what: str, log: Path) -> None:
+    """Poll ``ready()`` until it is true; raise when the process exits or ``patience_s`` passes."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}: see {log}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not answer within {patience_s} s")
+
+
 class LogWatch:
     """New lines of a process's log since the last look, for tracebacks."""
 
@@ -608,22 +627,16 @@ class ServiceProcess:
 
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        log = open(self.log, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "chestdx.cli", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-             "--workers", str(self.workers), *self.extra], stdout=log, stderr=subprocess.STDOUT, env=_env(),
-            start_new_session=True)
-        log.close()
+        self.process = _launch(["serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
+                                "--workers", str(self.workers), *self.extra], self.log)
         self.starts += 1
-        deadline = time.monotonic() + patience_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"chestdx serve exited with {self.process.returncode}: see {self.log}")
+
+        def ready() -> bool:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"chestdx serve did not answer within {patience_s} s")
+                return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
+            return False
+
+        _wait_ready(self.process, ready, patience_s, "chestdx serve", self.log)
 
     def alive(self) -> bool:
         import httpx
@@ -773,22 +786,11 @@ class NodeProcess:
 
     def start(self, patience_s: float = 120.0) -> None:
         self.port = _free_port()
-        log = open(self.log, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "chestdx.cli", "node", "--store-dir", str(self.store), "--port", str(self.port),
-             "--return-to", f"127.0.0.1:{self.pacs.server_address[1]}:FUZZPACS",
-             "--complete-after", str(self.quiet_seconds)], stdout=log, stderr=subprocess.STDOUT, env=_env(),
-            start_new_session=True)
-        log.close()
+        self.process = _launch(["node", "--store-dir", str(self.store), "--port", str(self.port),
+                                "--return-to", f"127.0.0.1:{self.pacs.server_address[1]}:FUZZPACS",
+                                "--complete-after", str(self.quiet_seconds)], self.log)
         self.starts += 1
-        deadline = time.monotonic() + patience_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"chestdx node exited with {self.process.returncode}: see {self.log}")
-            if self.echo():
-                return
-            time.sleep(0.25)
-        raise RuntimeError(f"chestdx node did not answer C-ECHO within {patience_s} s")
+        _wait_ready(self.process, self.echo, patience_s, "chestdx node", self.log)
 
     def echo(self) -> bool:
         from pynetdicom import AE
