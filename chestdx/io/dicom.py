@@ -1,8 +1,8 @@
 """DICOM reading: series grouping, localizer skipping, physical slice order, HU, X-ray.
 
-The reader works in two passes: headers only (``stop_before_pixels``) to group files
-into series and choose one, then full reads of the chosen series' files. Pixel data of
-compressed transfer syntaxes is decoded by pydicom's pixel handlers (pylibjpeg).
+Each file is parsed once: its header, with the pixel data deferred (pydicom's ``defer_size``),
+groups the files into series; only the chosen series' pixel data is then read from the
+files and decoded, by pydicom's pixel handlers (pylibjpeg for compressed transfer syntaxes).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from chestdx.io.study import DicomReferences, Study
 XRAY_MODALITIES = ("CR", "DX", "DR")
 LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
 MIN_SIDE = 16
+DEFER_BYTES = 16384
+"""Values larger than this (the pixel data) are left in the file by the header pass and read when decoded."""
 
 # Tags copied into Study.metadata: technical and harmless (no names, ids, birth dates, UIDs).
 SAFE_TAGS = (
@@ -162,7 +164,7 @@ def read_headers(paths: list[Path], names: list[str], *, progress: bool) -> tupl
             preamble = _has_preamble(path)
             if not preamble and not _starts_like_dicom(path):
                 raise InvalidDicomError("neither a DICOM preamble nor a DICOM first tag")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not preamble)
+            ds = pydicom.dcmread(path, defer_size=DEFER_BYTES, force=not preamble)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
             unreadable.append(name)
             continue
@@ -466,8 +468,12 @@ def reason(exc: BaseException) -> str:
 
 
 def _read_full(header: _Header) -> Dataset:
+    """The header's data set with its deferred values (the pixel data) read from the file."""
     try:
-        return pydicom.dcmread(header.path, force=not _has_preamble(header.path))
+        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if keyword in header.ds:
+                header.ds[keyword]  # reads the deferred value now, so that a failure is named as the file's
+        return header.ds
     except Exception as exc:  # pydicom raises many types on damaged files
         raise ChestDxError(f"cannot read DICOM file {header.name} ({reason(exc)}): the file is damaged or truncated; "
                            "re-export the series or remove that file") from exc
