@@ -494,12 +494,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
         check_writable_file(args.db[len("sqlite:///"):], "--db")
     if args.request_timeout <= 0:
         raise ChestDxError("--request-timeout must be a positive number of seconds")
+    model = None
+    if args.model:
+        from chestdx.models.bundled import WEIGHTS_DIR, resolve_model_path
+        from chestdx.models.card import read_card
+
+        path = resolve_model_path(args.model)
+        read_card(path)  # an invalid card is refused here, in one line, not by every job
+        model = path.name if path.parent == WEIGHTS_DIR else str(path)  # workers may run elsewhere than the cwd
     from chestdx.serve import Settings
 
     settings = Settings(data_dir=Path(args.data_dir), db_url=args.db, max_upload_mb=args.max_upload_mb,
                         workers=args.workers, explain_slices=args.explain_slices, quantify=args.quantify,
                         quantify_slices=args.quantify_slices, request_timeout_s=args.request_timeout,
-                        cors_origins=tuple(args.cors_origin or ()))
+                        cors_origins=tuple(args.cors_origin or ()), model=model)
     if args.action:
         from chestdx.serve.store import create_token, open_database
 
@@ -705,6 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="chestdx-data", help="folder of uploaded studies and results")
     p.add_argument("--max-upload-mb", type=float, default=1024.0)
     p.add_argument("--workers", type=int, default=1, help="worker processes that run the diagnoses")
+    p.add_argument("--model", help="bundled model name or checkpoint folder for uploads that name none (default: "
+                                   "chosen by each study's kind); every worker loads it at start")
     p.add_argument("--explain-slices", type=int, default=3, help="top slices with a Grad-CAM map per study (0: none)")
     p.add_argument("--request-timeout", type=float, default=900.0,
                    help="seconds a client may take to send one request (an upload); slower ones get 408")

@@ -471,6 +471,24 @@ def test_a_restart_resumes_queued_jobs_and_reruns_interrupted_ones(tmp_path, ser
     assert "quantification" not in studies[0]["result"]  # --no-quantify
 
 
+def test_the_serve_model_option_is_the_model_of_uploads_that_name_none(tmp_path, series, capsys):
+    app = create_app(Settings(data_dir=tmp_path, explain_slices=0, poll_seconds=0.2, quantify=False,
+                              model="ct-residual-attention"))
+    headers = {"Authorization": f"Bearer {create_token(app.state.sessions, 'tests')}"}
+    with TestClient(app) as client:
+        named_none = client.post("/studies", headers=headers, files={"files": ("s.zip", zipped(series), "application/zip")})
+        named = client.post("/studies", headers=headers, data={"model": "ct-default"},
+                            files={"files": ("s.zip", zipped(series), "application/zip")})
+        studies = [wait_for_job(client, headers, a.json()["id"]) for a in (named_none, named)]
+    assert [s["status"] for s in studies] == ["done", "done"], [s["error"] for s in studies]
+    assert [s["model"] for s in studies] == ["ct-residual-attention", "ct-default"]
+    assert [s["result"]["model"]["name"] for s in studies] == ["ct-residual-attention", "ct-default"]
+    # a model that does not exist is refused at start, in one line, before anything listens
+    assert main(["serve", "--data-dir", str(tmp_path / "other"), "--model", "ct-nope"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "no model 'ct-nope'" in error and "\n" not in error
+
+
 def _chromium_driver():
     """A headless Chromium through Selenium, or a skip naming what is missing."""
     webdriver = pytest.importorskip("selenium.webdriver")

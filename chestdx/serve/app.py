@@ -75,7 +75,7 @@ UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                   "description": "a DICOM zip, DICOM files, a NIfTI, image slices or an X-ray image"},
         "kind": {"type": "string", "enum": list(KINDS), "description": "study kind; detected when left out"},
-        "model": {"type": "string", "description": "a bundled model; default by the study's kind"}}}}}}
+        "model": {"type": "string", "description": "a bundled model; default: the service's --model, else chosen by the study's kind"}}}}}}
 
 
 @dataclass
@@ -101,6 +101,8 @@ class Settings:
             score, CT-0..CT-4; the viewer overlays the label map.
         quantify_slices: run the lesion segmenter on at most this many lung slices per study
             (None: all; the others take the labels of the nearest slice run).
+        model: the model of uploads that name none (bundled name or checkpoint folder; the
+            workers load it at start); None: the default of each study's kind.
     """
 
     data_dir: Path = Path("chestdx-data")
@@ -114,6 +116,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     quantify: bool = True
     quantify_slices: int | None = None
+    model: str | None = None
 
     @property
     def database_url(self) -> str:
@@ -272,7 +275,7 @@ def create_app(settings: Settings) -> FastAPI:
     sessions = open_database(settings.database_url)
     clean_incoming(data_dir)
     runner = JobRunner(sessions, data_dir, settings.workers, settings.explain_slices, settings.poll_seconds,
-                       quantify=settings.quantify, quantify_slices=settings.quantify_slices)
+                       quantify=settings.quantify, quantify_slices=settings.quantify_slices, preload=settings.model)
     max_bytes = int(settings.max_upload_mb * 2**20)
 
     @asynccontextmanager
@@ -397,7 +400,8 @@ def create_app(settings: Settings) -> FastAPI:
             kind, model = upload_options(upload.fields)
             described = await run_in_threadpool(upload.finish)
             with sessions.begin() as session:
-                session.add(StudyRow(id=study_id, status="queued", kind=kind, model=model, upload=described))
+                session.add(StudyRow(id=study_id, status="queued", kind=kind, model=model or settings.model,
+                                     upload=described))
         except ClientDisconnect:
             upload.discard()
             log.info("an upload was broken off by its client after %d bytes: nothing kept", upload.received)

@@ -70,22 +70,23 @@ def _killed_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def load_worker_models() -> None:
-    """Pool initializer: load the default CT model once in this worker process (the X-ray model on first use)."""
+def load_worker_models(model: str | None = None) -> None:
+    """Pool initializer: load ``model`` (default: the CT default) once in this worker process (others on first use)."""
     from chestdx.models.loading import load_model
 
     parent = os.getppid()
     _killed_with_parent(parent)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    load_model(kind="ct-volume")
+    load_model(model, kind="ct-volume")
 
 
-def _replace_atomically(target: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``target`` through a temporary file renamed into place (removed if the write fails)."""
+def _replace_atomically(target: Path, *parts: bytes | memoryview) -> None:
+    """Write ``parts`` to ``target`` through a temporary file renamed into place (removed if the write fails)."""
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         with open(partial, "wb") as fh:
-            fh.write(data)
+            for part in parts:
+                fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(partial, target)
@@ -95,10 +96,29 @@ def _replace_atomically(target: Path, data: bytes | memoryview) -> None:
 
 
 def _save_npy_atomically(target: Path, array: np.ndarray) -> None:
-    """`_replace_atomically` for a NumPy array in ``.npy`` format."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)  # to memory first: NumPy's own file writing reports a full disk without an errno
-    _replace_atomically(target, buffer.getbuffer())
+    """`_replace_atomically` for a NumPy array in ``.npy`` format, written from the array's own memory.
+
+    Python's file writes, not NumPy's (which report a full disk without an errno), and no copy of
+    the array (a study's volume is hundreds of MB).
+    """
+    array = np.ascontiguousarray(array)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    _replace_atomically(target, header.getvalue(), memoryview(array.reshape(-1)).cast("B"))
+
+
+def stored_pixels(pixels: np.ndarray, intensity: str) -> np.ndarray:
+    """A study's pixels as the viewer reads them: rounded to int16 (HU) or uint8 (8-bit).
+
+    Converted one slice at a time: whole-volume temporaries would take three times the
+    float32 volume's memory in every worker.
+    """
+    dtype = np.int16 if intensity == "hu" else np.uint8
+    low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+    out = np.empty(pixels.shape, dtype)
+    for i in range(len(pixels)):
+        out[i] = np.clip(np.rint(pixels[i]), low, high)
+    return out
 
 
 def _out_of_space(exc: OSError) -> bool:
@@ -147,8 +167,7 @@ def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain
         partial.unlink(missing_ok=True)
     diagnosis = diagnose_source(upload_source(path), model, kind=kind)
     study = diagnosis.study
-    stored = np.rint(study.pixels).clip(-32768, 32767).astype(np.int16 if study.intensity == "hu" else np.uint8)
-    _save_npy_atomically(path / PIXELS_FILE, stored)
+    _save_npy_atomically(path / PIXELS_FILE, stored_pixels(study.pixels, study.intensity))
     if quantify and study.kind != "xray":
         from chestdx.outputs.segmentation import write_segmentation
 
@@ -196,13 +215,14 @@ class JobRunner:
         poll_seconds: how often the queue is checked when nothing wakes the dispatcher.
         quantify: segment and quantify the lesions of CT studies.
         quantify_slices: lesion segmenter's slices per study at most (None: every lung slice).
+        preload: the model every worker loads at start (None: the CT default).
     """
 
     def __init__(self, sessions, data_dir: Path, workers: int, explain_slices: int, poll_seconds: float = 2.0,
-                 quantify: bool = True, quantify_slices: int | None = None):
+                 quantify: bool = True, quantify_slices: int | None = None, preload: str | None = None):
         self.sessions, self.data_dir = sessions, data_dir
         self.workers, self.explain_slices, self.poll_seconds = workers, explain_slices, poll_seconds
-        self.quantify, self.quantify_slices = quantify, quantify_slices
+        self.quantify, self.quantify_slices, self.preload = quantify, quantify_slices, preload
         self.metrics = JobMetrics()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._in_flight = 0
@@ -237,7 +257,7 @@ class JobRunner:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: the web process has threads (uvicorn, the dispatcher), which fork would copy half-way.
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=load_worker_models)
+                                   initializer=load_worker_models, initargs=(self.preload,))
 
     def _dispatch(self) -> None:
         while not self._stop.is_set():
