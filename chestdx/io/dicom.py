@@ -30,6 +30,7 @@ from chestdx.io.study import DicomReferences, Study
 XRAY_MODALITIES = ("CR", "DX", "DR")
 LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
 MIN_SIDE = 16
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 DEFER_BYTES = 16384
 """Values larger than this (the pixel data) are left in the file by the header pass and read when decoded."""
 
@@ -470,13 +471,20 @@ def reason(exc: BaseException) -> str:
 def _read_full(header: _Header) -> Dataset:
     """The header's data set with its deferred values (the pixel data) read from the file."""
     try:
-        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        for keyword in PIXEL_KEYWORDS:
             if keyword in header.ds:
                 header.ds[keyword]  # reads the deferred value now, so that a failure is named as the file's
         return header.ds
     except Exception as exc:  # pydicom raises many types on damaged files
         raise ChestDxError(f"cannot read DICOM file {header.name} ({reason(exc)}): the file is damaged or truncated; "
                            "re-export the series or remove that file") from exc
+
+
+def _release_pixels(ds: Dataset) -> None:
+    """Drop a decoded file's pixel data and pydicom's cached array: the headers outlive the reading of a series."""
+    for keyword in PIXEL_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
 
 
 def _pixels(ds: Dataset, name: str) -> np.ndarray:
@@ -562,6 +570,7 @@ def read_ct(series: _Series, *, kind: str | None, keep_phi: bool, progress: bool
         if first is None:
             first = ds
         hu = to_hu(_pixels(ds, header.name), ds)
+        _release_pixels(ds)
         if hu.ndim == 2:
             slices.append(hu)
             frame_positions.append(None if positions is None else positions[i])
