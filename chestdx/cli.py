@@ -497,10 +497,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     model = None
     if args.model:
         from chestdx.models.bundled import WEIGHTS_DIR, resolve_model_path
-        from chestdx.models.card import read_card
+        from chestdx.models.loading import classifier_card
 
         path = resolve_model_path(args.model)
-        read_card(path)  # an invalid card is refused here, in one line, not by every job
+        classifier_card(path, args.model)  # refused here, in one line, not by every job
         model = path.name if path.parent == WEIGHTS_DIR else str(path)  # workers may run elsewhere than the cwd
     from chestdx.serve import Settings
 

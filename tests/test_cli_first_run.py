@@ -365,3 +365,13 @@ def test_overlay_low_end_is_transparent_with_colour_bar_and_caption(tmp_path):
     assert (np.abs(bar[..., 0] - bar[..., 2]) > 40).any()  # coloured ramp beside the slice
     caption = image[: image.shape[0] - 64, :64]
     assert (caption > 200).any()  # white caption text
+
+
+@pytest.mark.parametrize("command", [["predict", "STUDY"], ["explain", "STUDY", "--out", "OUT"], ["batch", "STUDY", "--out", "OUT.parquet"],
+                                     ["serve", "--data-dir", "OUT"]])
+def test_a_lesion_segmenter_given_as_the_classifier_is_refused_in_one_line(command, tmp_path, capsys):
+    write_sample_series(tmp_path / "study", n_slices=4, size=64, progress=False)
+    args = [a.replace("STUDY", str(tmp_path / "study")).replace("OUT", str(tmp_path / "out")) for a in command]
+    assert main(["--quiet", *args, "--model", "lesion-default"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "'lesion-default' is a lesion segmenter, not a classifier" in error and "\n" not in error

@@ -15,7 +15,7 @@ from chestdx.batch.rows import BatchOptions, table_columns
 from chestdx.errors import ChestDxError
 from chestdx.io.tables import read_table, table_format, write_table
 from chestdx.models.bundled import resolve_model_path
-from chestdx.models.card import read_card
+from chestdx.models.loading import classifier_card
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def run_batch(source: str, out, *, model: str | None = None, explain: str | None
     if not out.parent.is_dir():
         raise ChestDxError(f"folder {out.parent} does not exist: create it, or write the results elsewhere")
     if model is not None:
-        read_card(resolve_model_path(model))  # an unknown or broken model is reported before any work
+        classifier_card(resolve_model_path(model), model)  # an unknown, broken or wrong model: before any work
     items = discover_studies(source)
     kept = read_table(out) if out.exists() else []
     if kept and "path" not in kept[0]:

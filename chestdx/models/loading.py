@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chestdx.models.bundled import CARD_FILE, WEIGHTS_FILE, onnx_files, resolve_model_path
+from chestdx.errors import ChestDxError
+from chestdx.models.bundled import CARD_FILE, DEFAULT_MODELS, WEIGHTS_FILE, onnx_files, resolve_model_path
 from chestdx.models.card import ModelCard, read_card
 from chestdx.models.registry import RecipeConfig
 
@@ -103,6 +104,23 @@ def onnx_session(path: Path, threads: int | None = None):
 _CACHE: dict[Path, tuple[tuple, LoadedModel]] = {}
 
 
+def classifier_card(path: Path, name_or_path: str | Path) -> ModelCard:
+    """The card of a classification checkpoint.
+
+    Args:
+        path: the checkpoint folder. name_or_path: what the user gave (for the message).
+
+    Raises:
+        ChestDxError: the card is invalid, or the checkpoint is a lesion segmenter.
+    """
+    card = read_card(path)
+    if card.extra.get("task") == "lesion-segmentation":
+        raise ChestDxError(f"{str(name_or_path)!r} is a lesion segmenter, not a classifier: it runs in `chestdx segment` "
+                           f"and `predict --quantify`; give --model a classification model "
+                           f"({', '.join(dict.fromkeys(DEFAULT_MODELS.values()))} or another of `chestdx recipes`), or leave it out")
+    return card
+
+
 def _stamp(path: Path) -> tuple:
     """What identifies a checkpoint's contents: its files' modification times and sizes."""
     files = [path / CARD_FILE, path / WEIGHTS_FILE, *onnx_files(path)]
@@ -128,6 +146,6 @@ def load_model(name_or_path: str | Path | None = None, kind: str = "ct-volume") 
     cached = _CACHE.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    model = LoadedModel(card=read_card(path), path=path, sessions=[onnx_session(f) for f in onnx_files(path)])
+    model = LoadedModel(card=classifier_card(path, name_or_path), path=path, sessions=[onnx_session(f) for f in onnx_files(path)])
     _CACHE[path] = (stamp, model)
     return model
