@@ -88,7 +88,7 @@ def test_predict_explain_evaluate_run_with_the_trained_recipe(trained, shared_da
     assert result["n_cases"] == 4 and result["model"]["recipe"] == recipe
 
 
-@pytest.mark.parametrize("name", ["ct-dre-net", "ct-residual-attention"])
+@pytest.mark.parametrize("name", ["ct-cnn-bilstm", "ct-dre-net", "ct-residual-attention"])
 def test_bundled_recipe_models_predict_by_name_and_carry_per_source_test_figures(name, shared_data, capsys):
     from chestdx.models.bundled import resolve_model_path
     from chestdx.models.card import read_card
