@@ -6,6 +6,10 @@ are averaged (EMA) and the averaged network is scored on the validation slices e
 epochs; the best of those is kept. The learning rate follows a cosine over whichever runs
 out first, the epochs or the CPU-time budget, so a run stopped by its budget still ends cold.
 Runs are resumable: the state is saved after every epoch.
+
+Semi-supervised training (Semi-Inf-Net's idea, Fan et al. 2020): a trained segmenter (the
+teacher) labels unlabelled slices (`pseudo_label`), and the new network trains on the labelled
+slices plus a fresh random draw of the pseudo-labelled ones every epoch.
 """
 
 from __future__ import annotations
@@ -95,6 +99,44 @@ def read_medseg(root: str | Path, split: str) -> LabelledSlices:
             raise ChestDxError(f"mask of {path.name} is {mask.shape}, the image {images[-1].shape}")
         labels.append(mask.astype(np.uint8))
     return LabelledSlices(images, labels, [p.stem for p in paths])
+
+
+def read_unlabelled(root: str | Path) -> list[tuple[str, np.ndarray]]:
+    """Read every slice image (JPG or PNG) under a folder, e.g. ``covid-ct-volumes-sirm/``.
+
+    Args:
+        root: folder of slice series (one sub-folder per patient) or of slices.
+
+    Returns:
+        ``(name, uint8 slice)`` pairs, names relative to ``root``, in natural order.
+
+    Raises:
+        ChestDxError: no slice image there.
+    """
+    root = Path(root)
+    paths = sorted((p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")),
+                   key=lambda p: natural_key(p.relative_to(root)))
+    if not paths:
+        raise ChestDxError(f"no JPG or PNG slices under {root}: give a folder of CT slice images")
+    return [(str(p.relative_to(root).with_suffix("")), np.asarray(Image.open(p).convert("L"))) for p in paths]
+
+
+def pseudo_label(teacher, slices: list[tuple[str, np.ndarray]], batch_size: int = 8) -> LabelledSlices:
+    """Label unlabelled slices with a trained segmenter at its own threshold (hard pseudo-labels).
+
+    Args:
+        teacher: a lesion segmenter (`chestdx.models.lesion.load_lesion_model`).
+        slices: ``(name, uint8 slice)`` pairs (lung-cropped, as the teacher was trained).
+        batch_size: slices per forward pass.
+
+    Returns:
+        The slices with the teacher's label maps.
+    """
+    images = [im for _, im in slices]
+    session = teacher.sessions[0] if teacher.sessions else None
+    labels = [lesion_labels(p, teacher.threshold)
+              for p in predict_slices(teacher.net, images, teacher.config.input.size, batch_size, session)]
+    return LabelledSlices(images, labels, [name for name, _ in slices])
 
 
 def _resized(data: LabelledSlices, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,11 +256,12 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
                   encoder: bool | str = "ct-moco-lite0", normalise: str = "unit", size: int = 288,
                   epochs: int = 100, batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 1e-4,
                   ema_decay: float = 0.98, eval_every: int = 5, max_minutes: float | None = None,
-                  max_wall_minutes: float | None = None, seed: int = 0) -> SegmenterFit:
+                  max_wall_minutes: float | None = None, seed: int = 0, pseudo: LabelledSlices | None = None,
+                  pseudo_per_epoch: int = 0) -> SegmenterFit:
     """Train a `LesionUNet`; keep the EMA network that scores best on ``val`` (infection Dice).
 
     Args:
-        train: training slices.
+        train: training slices (all of them in every epoch).
         val: validation slices (scored every ``eval_every`` epochs and at the last epoch).
         out_dir: folder for ``state.pt`` (resume point, written every epoch) and ``best.pt``;
             a run finding ``state.pt`` there continues from it. None: nothing is written.
@@ -236,6 +279,8 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
             learning-rate schedule follows it.
         max_wall_minutes: a wall-clock budget as well (whichever is spent first ends the run).
         seed: seed of weights, batches and augmentation.
+        pseudo: pseudo-labelled slices (`pseudo_label`), drawn from as well.
+        pseudo_per_epoch: how many of ``pseudo`` join each epoch (a new random draw each time).
 
     Returns:
         The fit.
@@ -247,6 +292,11 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
     optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = LesionLoss()
     x_all, y_all = _resized(train, size)
+    n_pseudo = min(pseudo_per_epoch, len(pseudo.names)) if pseudo is not None else 0
+    if n_pseudo:
+        x_extra, y_extra = _resized(pseudo, size)
+        x_all, y_all = np.concatenate([x_all, x_extra]), np.concatenate([y_all, y_extra])
+        del x_extra, y_extra
     augment = segmentation_augmenter(size, seed)
     rng = np.random.default_rng(seed)
     history: list[dict] = []
@@ -268,13 +318,17 @@ def fit_segmenter(train: LabelledSlices, val: LabelledSlices, out_dir: str | Pat
             log.info("resumed at epoch %d (%.0f CPU s spent)", start_epoch, spent)
     budget = max_minutes * 60 if max_minutes else math.inf
     wall_budget = max_wall_minutes * 60 if max_wall_minutes else math.inf
-    steps_per_epoch = math.ceil(len(train.names) / batch_size)
+    n_train = len(train.names)
+    steps_per_epoch = math.ceil((n_train + n_pseudo) / batch_size)
     for epoch in range(start_epoch, epochs):
         if spent >= budget or wall >= wall_budget:  # a finished run resumed: nothing left to train
             break
         started, wall_started = time.process_time(), time.time()
         net.train()
-        order = rng.permutation(len(train.names))
+        order = rng.permutation(n_train)
+        if n_pseudo:
+            drawn = n_train + rng.choice(len(x_all) - n_train, n_pseudo, replace=False)
+            order = rng.permutation(np.concatenate([order, drawn]))
         losses = []
         for step in range(steps_per_epoch):
             progress = max((epoch + step / steps_per_epoch) / epochs, spent / budget, wall / wall_budget)
