@@ -75,7 +75,8 @@ def scale_range(img: np.ndarray, a_min: float, a_max: float, b_min: float, b_max
     return np.clip(out, b_min, b_max).astype(np.float32, copy=False)
 
 
-def render_8bit(study: Study, window: str = "lung", slices: np.ndarray | None = None) -> np.ndarray:
+def render_8bit(study: Study, window: str = "lung", slices: np.ndarray | None = None,
+                region: tuple[slice, slice] | None = None) -> np.ndarray:
     """The study's slices as 8-bit images, as a person would view them.
 
     Args:
@@ -83,11 +84,13 @@ def render_8bit(study: Study, window: str = "lung", slices: np.ndarray | None = 
             returned as they are (rounded and clipped to 0..255, no HU step).
         window: HU window preset, ignored for ``"8bit"`` studies.
         slices: indices of the slices to render; default all.
+        region: ``(rows, columns)`` slices of the part of each slice to render; default all of it.
 
     Returns:
-        uint8 array ``(z, y, x)`` (``z = len(slices)`` when given).
+        uint8 array ``(z, y, x)`` (``z = len(slices)`` when given; ``y, x`` the region's size).
     """
-    pixels = study.pixels if slices is None else study.pixels[np.asarray(slices, dtype=int)]
+    pixels = study.pixels if region is None else study.pixels[(slice(None), *region)]
+    pixels = pixels if slices is None else pixels[np.asarray(slices, dtype=int)]
     if study.intensity == "hu":
         return np.rint(apply_window(pixels, window) * 255.0).astype(np.uint8)
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
