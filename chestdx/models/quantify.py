@@ -49,7 +49,7 @@ def ct_category(percent: float) -> str:
     return "CT-0" if percent <= 0 else f"CT-{1 + int(np.searchsorted(CATEGORY_EDGES, percent, side='right'))}"
 
 
-def split_lungs(lung: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def split_lungs(lung: np.ndarray, step: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Split a lung mask into the right and the left lung.
 
     Components are found on a grid of at most `SPLIT_GRID` pixels a side (every k-th row and
@@ -58,6 +58,8 @@ def split_lungs(lung: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
 
     Args:
         lung: bool ``(z, y, x)``; columns from the patient's right to left.
+        step: the grid's spacing in pixels; default the one that fits `SPLIT_GRID` points on
+            the longer side.
 
     Returns:
         ``(right, left, method)``: bool masks, and ``"components"`` or ``"midline"``.
@@ -67,7 +69,7 @@ def split_lungs(lung: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     xs = np.flatnonzero(lung.any(axis=(0, 1)))
     midline = (xs[0] + xs[-1]) / 2.0
     on_right = np.arange(lung.shape[2])[None, None, :] < midline
-    step = max(1, -(-max(lung.shape[1:]) // SPLIT_GRID))
+    step = step or grid_step(lung.shape)
     labels, n = ndimage.label(lung[:, ::step, ::step])
     if n >= 2:
         sizes = np.bincount(labels.ravel())[1:]
@@ -82,6 +84,21 @@ def split_lungs(lung: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
             return right, lung & ~right, "components"
     right = lung & on_right
     return right, lung & ~right, "midline"
+
+
+def grid_step(shape: tuple[int, ...]) -> int:
+    """Args: shape: ``(z, y, x)``. Returns: the spacing of `split_lungs`'s grid for slices of that size."""
+    return max(1, -(-max(shape[1:]) // SPLIT_GRID))
+
+
+def _lung_box(lung_mask: np.ndarray, labels: np.ndarray, step: int) -> tuple[slice, slice, slice]:
+    """The box holding the lung and the lesions, its in-plane start on the split grid (so the split is unchanged)."""
+    def extent(axis: tuple[int, int]) -> np.ndarray:
+        return np.flatnonzero(lung_mask.any(axis=axis) | labels.any(axis=axis))
+    zs, ys, xs = extent((1, 2)), extent((0, 2)), extent((0, 1))
+    if zs.size == 0:
+        return slice(0, 0), slice(0, 0), slice(0, 0)
+    return (slice(zs[0], zs[-1] + 1), slice(ys[0] - ys[0] % step, ys[-1] + 1), slice(xs[0] - xs[0] % step, xs[-1] + 1))
 
 
 def _volumes(region: np.ndarray, labels: np.ndarray, voxel: float) -> dict:
@@ -102,8 +119,8 @@ def _volumes(region: np.ndarray, labels: np.ndarray, voxel: float) -> dict:
     }
 
 
-def _zones(region: np.ndarray, labels: np.ndarray) -> dict:
-    """Upper / middle / lower thirds of one lung, with their involvement and score."""
+def _zones(region: np.ndarray, labels: np.ndarray, first_slice: int = 0) -> dict:
+    """Upper / middle / lower thirds of one lung, with their involvement and score (slice 0 of ``region`` is ``first_slice``)."""
     slices = np.flatnonzero(region.any(axis=(1, 2)))
     out = {}
     if slices.size == 0:
@@ -114,7 +131,8 @@ def _zones(region: np.ndarray, labels: np.ndarray) -> dict:
         lung = int(part.sum())
         lesion = int((part & (labels[int(np.ceil(low)):int(np.ceil(high))] > 0)).sum())
         percent = 100.0 * lesion / lung if lung else 0.0
-        out[zone] = {"slices": [int(np.ceil(low)), int(np.ceil(high)) - 1], "involvement_percent": round(percent, 3),
+        out[zone] = {"slices": [first_slice + int(np.ceil(low)), first_slice + int(np.ceil(high)) - 1],
+                     "involvement_percent": round(percent, 3),
                      "score": zone_score(percent)}
     return out
 
@@ -145,8 +163,11 @@ def quantify(lung_mask: np.ndarray, lesion_labels: np.ndarray, spacing: tuple[fl
     if lung_mask.shape != labels.shape:
         raise ValueError(f"lung mask {lung_mask.shape} and lesion labels {labels.shape} differ in shape")
     voxel = float(np.prod(spacing)) / 1000.0 if spacing is not None else 1.0
+    step = grid_step(lung_mask.shape)
+    box = _lung_box(lung_mask, labels, step)  # everything below works on the box: nothing lies outside it
+    lung_mask, labels = lung_mask[box], labels[box]
     lung = lung_mask | (labels > 0)
-    right, left, method = split_lungs(lung)
+    right, left, method = split_lungs(lung, step)
     out = {
         "volume_unit": "mL" if spacing is not None else "voxels",
         "spacing_mm": [float(s) for s in spacing] if spacing is not None else None,
@@ -154,7 +175,7 @@ def quantify(lung_mask: np.ndarray, lesion_labels: np.ndarray, spacing: tuple[fl
         "scoring": SCORING,
     }
     for name, region in (("right_lung", right), ("left_lung", left)):
-        zones = _zones(region, labels)
+        zones = _zones(region, labels, int(box[0].start))
         out[name] = {**_volumes(region, labels, voxel), "zones": zones, "score": sum(z["score"] for z in zones.values())}
     chest = _volumes(lung, labels, voxel)
     chest["severity_score"] = out["right_lung"]["score"] + out["left_lung"]["score"]
