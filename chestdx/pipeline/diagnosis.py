@@ -284,7 +284,7 @@ def quantify_lesions(diagnosis: Diagnosis, lesion_model: str | None = None, max_
 
 
 def diagnose_source(source, model: str | None = None, *, series: str | int | None = None, kind: str | None = None,
-                    progress: bool = False, keep_phi: bool = False) -> Diagnosis:
+                    progress: bool = False, keep_phi: bool = False, on_read=None) -> Diagnosis:
     """Read a study, load the model for it (bundled default by the study's kind) and diagnose it.
 
     Args:
@@ -294,6 +294,8 @@ def diagnose_source(source, model: str | None = None, *, series: str | int | Non
         kind: override of the detected study kind.
         progress: show a progress bar while reading.
         keep_phi: keep the patient's identifiers in ``study.metadata`` (for results returned to a PACS).
+        on_read: called with the `Study` once it is read, before the diagnosis (the service starts
+            writing the viewer's copy of the pixels there, beside the diagnosis).
 
     Returns:
         The diagnosis (``timing["read"]`` included).
@@ -305,4 +307,6 @@ def diagnose_source(source, model: str | None = None, *, series: str | int | Non
     t0 = time.perf_counter()
     study = load_study(source, series=series, kind=kind, keep_phi=keep_phi, progress=progress)
     read_seconds = time.perf_counter() - t0
+    if on_read is not None:
+        on_read(study)
     return diagnose(study, chosen or load_model(kind=study.kind), read_seconds=read_seconds)

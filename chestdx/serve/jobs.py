@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +121,11 @@ def stored_pixels(pixels: np.ndarray, intensity: str) -> np.ndarray:
     return out
 
 
+def _write_viewer_pixels(folder: Path, study) -> None:
+    """Write the study's pixels as the viewer reads them (`stored_pixels`) into its folder."""
+    _save_npy_atomically(folder / PIXELS_FILE, stored_pixels(study.pixels, study.intensity))
+
+
 def _out_of_space(exc: OSError) -> bool:
     """Whether a write failed for want of space or permission (NumPy's ``tofile`` says so without an errno)."""
     return exc.errno in WRITE_ERRNOS or (exc.errno is None and "requested and" in str(exc) and "written" in str(exc))
@@ -165,9 +170,20 @@ def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain
     path = Path(folder)
     for partial in path.glob(".*.partial"):  # left by a run of this job that was killed while writing
         partial.unlink(missing_ok=True)
-    diagnosis = diagnose_source(upload_source(path), model, kind=kind)
+    writer = ThreadPoolExecutor(1, thread_name_prefix="chestdx-viewer-pixels")
+    written: list[Future] = []  # the viewer's copy of the pixels is converted and written while the study is diagnosed
+    try:
+        diagnosis = diagnose_source(upload_source(path), model, kind=kind,
+                                    on_read=lambda study: written.append(writer.submit(_write_viewer_pixels, path, study)))
+        for future in written:
+            future.result()  # its error (a full disk) is the job's
+    except BaseException:
+        writer.shutdown(wait=True)
+        (path / PIXELS_FILE).unlink(missing_ok=True)  # a failed study keeps no viewer copy
+        raise
+    finally:
+        writer.shutdown(wait=True)
     study = diagnosis.study
-    _save_npy_atomically(path / PIXELS_FILE, stored_pixels(study.pixels, study.intensity))
     if quantify and study.kind != "xray":
         from chestdx.outputs.segmentation import write_segmentation
 
