@@ -32,7 +32,14 @@ from chestdx.models.lesion import (
     segment_study,
 )
 from chestdx.models.quantify import quantify
-from chestdx.train.segmentation import choose_threshold, fit_segmenter, read_medseg, score_segmenter
+from chestdx.train.segmentation import (
+    choose_threshold,
+    fit_segmenter,
+    pseudo_label,
+    read_medseg,
+    read_unlabelled,
+    score_segmenter,
+)
 
 
 TEST_SLICE = "18"
@@ -83,6 +90,34 @@ def test_tiny_segmenter_trains_on_real_slices_and_resumes(shared_data, tmp_path)
     assert probs[0].shape == (3,) + val.images[0].shape
     assert np.allclose(probs[0].sum(0), 1, atol=1e-4)
     assert 0.2 <= choose_threshold(probs, val) <= 0.8
+
+
+def test_pseudo_labels_are_the_teachers_and_join_training(shared_data, random_model_dir, tmp_path):
+    sirm = sorted((shared_data / "covid-ct-volumes-sirm" / "coronacases_org_001").glob("*.jpg"))[40:43]
+    for name, path in zip(("10", "2", "1"), sirm):
+        (tmp_path / "unlabelled" / "p1").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "unlabelled" / "p1" / f"{name}.jpg").write_bytes(path.read_bytes())
+    half = np.zeros((60, 80), np.uint8)
+    half[:, 40:] = 220
+    Image.fromarray(half).save(tmp_path / "unlabelled" / "half.png")
+    slices = read_unlabelled(tmp_path / "unlabelled")
+    assert [name for name, _ in slices] == ["p1/1", "p1/2", "p1/10", "half"]  # natural order
+    teacher = load_lesion_model(random_model_dir)
+    teacher.net = BrightIsLesion()  # ground-glass where the slice is bright
+    pseudo = pseudo_label(teacher, slices)
+    assert pseudo.names == ["p1/1", "p1/2", "p1/10", "half"]
+    assert (pseudo.labels[3][:, 45:] == 1).all() and not pseudo.labels[3][:, :35].any()
+    with pytest.raises(ChestDxError, match="no JPG or PNG"):
+        read_unlabelled(tmp_path / "run-empty")
+
+    data = read_medseg(shared_data / "medseg-covid-infection", "train")
+    train, val = data.subset(data.names[:2]), data.subset(data.names[2:3])
+    options = {"encoder": False, "size": 64, "epochs": 1, "batch_size": 2, "eval_every": 1}
+    alone = fit_segmenter(train, val, None, **options)
+    mixed = fit_segmenter(train, val, tmp_path / "run", pseudo=pseudo, pseudo_per_epoch=2, **options)
+    assert np.isfinite(mixed.history[0]["loss"]) and mixed.history[0]["loss"] != alone.history[0]["loss"]
+    again = fit_segmenter(train, val, None, pseudo=pseudo, pseudo_per_epoch=2, **options)
+    assert again.history[0]["loss"] == mixed.history[0]["loss"]  # seeded: the same draw
 
 
 def test_lesion_labels_threshold_and_type():
