@@ -229,6 +229,29 @@ def test_a_broken_file_fails_its_job_with_the_one_line_message(service):
     assert "not a readable DICOM file" in study["error"] and "\n" not in study["error"]
 
 
+def test_the_viewer_copy_is_written_beside_the_diagnosis_and_not_kept_when_it_fails(tmp_path, series, monkeypatch):
+    from chestdx.errors import ChestDxError
+    from chestdx.pipeline import diagnosis as pipeline_diagnosis
+    from chestdx.serve import jobs
+
+    folder = tmp_path / "study"
+    shutil.copytree(series, folder / "upload")
+    json.loads(jobs.diagnose_and_write(str(folder), None, None, 0, quantify=False))
+    pixels = np.load(folder / jobs.PIXELS_FILE)
+    assert pixels.dtype == np.int16 and pixels.shape == (16, 128, 128)
+
+    def fails_after_reading(study, model, read_seconds=0.0):
+        time.sleep(0.5)  # the viewer's copy is being written meanwhile
+        raise ChestDxError("this study cannot be diagnosed")
+
+    monkeypatch.setattr(pipeline_diagnosis, "diagnose", fails_after_reading)
+    (folder / jobs.PIXELS_FILE).unlink()
+    (folder / jobs.RESULT_FILE).unlink()
+    with pytest.raises(ChestDxError, match="cannot be diagnosed"):
+        jobs.diagnose_and_write(str(folder), None, None, 0, quantify=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["upload"]  # no viewer copy, no partial file
+
+
 def test_bad_uploads_answer_4xx_with_a_message_and_leave_nothing_behind(service, series):
     client, headers, data_dir, _ = service
     before = sorted(p.name for p in data_dir.iterdir())
