@@ -11,7 +11,8 @@ Parts (``--parts``, default all three):
   model's operating point (its card's threshold; per-class Dice averaged over the slices whose
   ground truth has the class). A third row runs ``segment_study`` (lung crop and lung-mask
   restriction, as ``chestdx segment`` does) at the operating point.
-* ``mosmed``: every slice of ``ct-mosmed-slices`` (8-bit 256 px renderings) through
+* ``mosmed``: every slice of ``ct-mosmed-slices`` (8-bit 256 px renderings; without the half
+  that chose the model's minimum lesion area, when its card names one) through
   ``segment_study`` and ``quantify``: involvement (% of the slice's lung) per category, median and
   quartiles, and the share of slices called CT-0 (no lesion pixel). These renderings use a wider
   window than a lung window (lungs and air mid-grey, about 100; soft tissue about 180; black
@@ -39,8 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
-from skimage.filters import threshold_otsu
 
 from chestdx.evaluate.segmentation import class_dice, infection_scores, infnet_mean_scores, mean_scores
 from chestdx.io import load_study
@@ -49,6 +48,7 @@ from chestdx.io.sample import write_sample_series
 from chestdx.io.study import Study
 from chestdx.models.lesion import load_lesion_model, measured_spacing, predict_slices, segment_study
 from chestdx.models.quantify import quantify
+from chestdx.preprocess.intensity import as_lung_window
 from chestdx.train.segmentation import read_medseg, score_segmenter
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -59,8 +59,6 @@ PUBLISHED = [  # Fan et al., IEEE TMI 2020 (Inf-Net), MedSeg test slices, their 
 ]
 COLUMNS = ("dice", "sensitivity", "specificity", "mae", "dice_ground_glass", "dice_consolidation")
 MOSMED_CATEGORIES = ("CT-0", "CT-1", "CT-2plus")
-LUNG_WINDOW_AIR, LUNG_WINDOW_TISSUE = 59.0, 236.0
-"""Grey levels of air (-1000 HU) and soft tissue (40 HU) in a lung window (-600/1500)."""
 
 
 def medseg(model, split: str, limit: int | None) -> dict:
@@ -124,32 +122,14 @@ def medseg_table(result: dict, val_scores: dict | None) -> str:
     return "\n".join(lines)
 
 
-def as_lung_window(image: np.ndarray) -> np.ndarray:
-    """Map an 8-bit rendering's air and soft-tissue levels onto those of a lung window (-600/1500).
-
-    Args:
-        image: ``(h, w)`` 0-255 slice, black (0-2) outside the scan circle.
-
-    Returns:
-        float32 ``(h, w)`` in 0-255: air 59, soft tissue 236, outside the circle air.
-    """
-    image = np.asarray(image, np.float32)
-    labels, _ = ndimage.label(image <= 2)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    outside = np.isin(labels, border[border > 0])
-    inside = image[~outside]
-    cut = threshold_otsu(inside)
-    air, tissue = np.median(inside[inside < cut]), np.median(inside[inside >= cut])
-    out = LUNG_WINDOW_AIR + (image - air) * (LUNG_WINDOW_TISSUE - LUNG_WINDOW_AIR) / max(tissue - air, 1.0)
-    out[outside] = LUNG_WINDOW_AIR
-    return np.clip(out, 0, 255)
-
-
 def mosmed(model, limit: int | None) -> dict:
     """Predicted involvement of every MosMed slice (re-windowed), per category."""
     out = {}
+    tuning = (model.card.training or {}).get("min_lesion_area", {}).get("mosmed_tuning_slices", {})
     for category in MOSMED_CATEGORIES:
-        paths = sorted((DATA / "ct-mosmed-slices" / category).glob("*.jpg"), key=natural_key)[:limit]
+        held_out = set(tuning.get(category, []))  # the half that chose the model's minimum lesion area is not scored
+        paths = [p for p in sorted((DATA / "ct-mosmed-slices" / category).glob("*.jpg"), key=natural_key)
+                 if p.name not in held_out][:limit]
         values = []
         for path in paths:
             study = load_study(path, progress=False)

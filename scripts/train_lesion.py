@@ -7,6 +7,12 @@ After training, the infection threshold is chosen on validation and the checkpoi
 the 48 test slices are not read here (``benchmarks/segmentation.py`` reads them once). Running
 the script again on a finished run only re-selects the threshold and rewrites the checkpoint.
 
+Last, the minimum lesion area (``min_lesion_mm2`` in the card: smaller in-plane lesions are
+dropped by ``segment_study``) is chosen on a seeded half of the MosMed slices (written into the
+card; ``benchmarks/segmentation.py`` reports the other half): the area on a grid with the best
+balanced accuracy of "no lesion" on CT-0 slices and "some lesion" on CT-1/CT-2plus slices, among
+the areas that keep the validation slices' Dice (``segment_study``) within 0.01 of no minimum.
+
 Semi-supervised (``--teacher``): a trained segmenter labels the unlabelled slices of
 ``--unlabelled`` (the 1,600 SIRM slices, as Semi-Inf-Net used them) once, at the start of the
 run (kept in the run folder, so a resumed run reuses them even if the teacher changed); every
@@ -29,14 +35,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chestdx.evaluate.segmentation import dice
+from chestdx.io import load_study
+from chestdx.io.images import natural_key
+from chestdx.io.study import Study
 from chestdx.models.bundled import WEIGHTS_DIR
 from chestdx.models.lesion import (
     DEFAULT_LESION_MODEL,
+    drop_small_lesions,
     export_lesion_onnx,
+    in_plane_mm,
     load_lesion_model,
     predict_slices,
     save_lesion_model,
+    segment_study,
 )
+from chestdx.preprocess.intensity import as_lung_window
 from chestdx.train.segmentation import (
     LabelledSlices,
     choose_threshold,
@@ -51,6 +65,13 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA = SHARED / "medseg-covid-infection"
 UNLABELLED = SHARED / "covid-ct-volumes-sirm"
 PSEUDO_FILE = "pseudo-labels.npz"
+MOSMED = SHARED / "ct-mosmed-slices"
+MOSMED_CATEGORIES = ("CT-0", "CT-1", "CT-2plus")
+MIN_AREA_GRID_MM2 = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0)
+VAL_DICE_TOLERANCE = 0.01
+MIN_AREA_RULE = ("the grid's area with the best balanced accuracy of 'no lesion' on CT-0 and 'some lesion' on "
+                 "CT-1/CT-2plus slices of the MosMed tuning half, among the areas that keep the validation slices' "
+                 "segment_study Dice within 0.01 of no minimum; ties go to the smaller area")
 VAL_SLICES = 10
 LIMITATIONS = [
     "Trained on 40 slices and validated on 10 slices of one public set (MedSeg / SIRM, Italy; COVID-19 only), "
@@ -124,12 +145,61 @@ def main(argv: list[str] | None = None) -> int:
         LIMITATIONS[0] + f" Also trained on {pseudo_record['slices']} unlabelled slices of {pseudo_record['patients']} "
         f"COVID-19 patients ({pseudo_record['folder']}) labelled by {pseudo_record['teacher']}: its errors are learnt "
         "as well.", *LIMITATIONS[1:]]
-    save_lesion_model(fit.net, out, size=args.size, normalise=normalise, threshold=threshold, training=training,
-                      metrics={"val": val_scores, "val_threshold_0.5": fit.val_scores}, limitations=limitations)
+    card = {"size": args.size, "normalise": normalise, "threshold": threshold, "training": training,
+            "metrics": {"val": val_scores, "val_threshold_0.5": fit.val_scores}, "limitations": limitations}
+    save_lesion_model(fit.net, out, **card)
     export_lesion_onnx(fit.net, out, args.size)
+    tuning = mosmed_tuning_half(MOSMED, args.seed)
+    area, rows = choose_min_area(load_lesion_model(out), val, tuning)
+    for row in rows:
+        logging.info("minimum lesion area %s", row)
+    training["min_lesion_area"] = {"mosmed_tuning_slices": tuning, "grid": rows, "rule": MIN_AREA_RULE}
+    save_lesion_model(fit.net, out, **card, min_lesion_mm2=area)
+    logging.info("minimum lesion area %.0f mm2", area)
     (args.out / "history.json").write_text(json.dumps(fit.history, indent=1))
     logging.info("wrote %s", out)
     return 0
+
+
+def mosmed_tuning_half(folder: Path, seed: int) -> dict[str, list[str]]:
+    """Half of each MosMed category's slice files (seeded draw), for choosing the minimum lesion area."""
+    half = {}
+    for category in MOSMED_CATEGORIES:
+        paths = sorted((folder / category).glob("*.jpg"), key=natural_key)
+        order = np.random.default_rng(seed).permutation(len(paths))
+        half[category] = [paths[i].name for i in sorted(order[:len(paths) // 2])]
+    return half
+
+
+def choose_min_area(model, val: LabelledSlices, tuning: dict[str, list[str]]) -> tuple[float, list[dict]]:
+    """The minimum lesion area (mm2) by the rule of this script's docstring, and the grid's figures."""
+    def segmented(study: Study):
+        return segment_study(study, model, min_lesion_mm2=0.0).labels, in_plane_mm(study) ** 2
+
+    def kept(labels: np.ndarray, pixel_mm2: float, area: float) -> np.ndarray:
+        labels = labels.copy()
+        drop_small_lesions(labels, area / pixel_mm2)
+        return labels
+
+    mosmed = {}
+    for category, names in tuning.items():
+        mosmed[category] = []
+        for name in names:
+            study = load_study(MOSMED / category / name, progress=False)
+            study.pixels = as_lung_window(study.pixels[0])[None]
+            mosmed[category].append(segmented(study))
+    val_maps = [(segmented(Study(im.astype(np.float32), "8bit", kind="ct-slice")), truth)
+                for im, truth in zip(val.images, val.labels)]
+    rows = []
+    for area in MIN_AREA_GRID_MM2:
+        normal = np.mean([not kept(*m, area).any() for m in mosmed["CT-0"]])
+        lesion = np.mean([kept(*m, area).any() for c in ("CT-1", "CT-2plus") for m in mosmed[c]])
+        val_dice = np.mean([dice(kept(*m, area)[0] > 0, truth > 0) for m, truth in val_maps])
+        rows.append({"min_lesion_mm2": area, "ct0_without_lesion": float(normal), "ct1_2_with_lesion": float(lesion),
+                     "balanced_accuracy": float((normal + lesion) / 2), "val_dice_segment_study": float(val_dice)})
+    allowed = [r for r in rows if r["val_dice_segment_study"] >= rows[0]["val_dice_segment_study"] - VAL_DICE_TOLERANCE]
+    best = max(allowed, key=lambda r: (r["balanced_accuracy"], -r["min_lesion_mm2"]))
+    return best["min_lesion_mm2"], rows
 
 
 def pseudo_labelled(run: Path, teacher: str, folder: Path) -> tuple[LabelledSlices, dict]:

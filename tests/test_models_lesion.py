@@ -23,6 +23,7 @@ from chestdx.models.bundled import WEIGHTS_DIR
 from chestdx.models.lesion import (
     DEFAULT_LESION_MODEL,
     LesionUNet,
+    drop_small_lesions,
     export_lesion_onnx,
     lesion_heatmaps,
     lesion_labels,
@@ -144,6 +145,27 @@ def test_segment_study_is_aligned_and_kept_inside_the_lungs(random_model_dir):
     assert heat.shape == (2, 96, 96) and heat[0][lesion[2]].mean() > 0.9 and heat[1][inner[0]].max() < 0.1
     q = quantify(result.lung_mask, result.labels, study.spacing)
     assert q["chest"]["lesion_volume"] > 0 and q["chest"]["category"] != "CT-0"
+
+
+def test_lesions_under_the_minimum_area_are_dropped(random_model_dir):
+    labels = np.zeros((2, 12, 12), np.uint8)
+    labels[0, 1:3, 1:3] = 1          # 4 pixels
+    labels[0, 3, 3] = 2              # touches the first by a corner: one lesion of 5
+    labels[0, 6:9, 6:10] = 2         # 12 pixels
+    labels[1, 10, 10] = 1            # 1 pixel, another slice
+    drop_small_lesions(labels, 6)
+    assert labels[0, 6:9, 6:10].all() and labels.sum() == 24 and not labels[1].any()
+    again = np.zeros((1, 12, 12), np.uint8)
+    again[0, 1:3, 1:3] = again[0, 3, 3] = 1
+    drop_small_lesions(again, 5)
+    assert again.sum() == 5
+
+    study, lungs, lesion = phantom()  # one 16 x 14 pixel lesion of 0.8 mm pixels: 143 mm2
+    model = load_lesion_model(random_model_dir)
+    model.net = BrightIsLesion()
+    inside = segment_study(study, model, lung_mask=lungs, min_lesion_mm2=100.0).labels
+    assert (inside[2][lesion[2]] == 1).mean() > 0.9
+    assert not segment_study(study, model, lung_mask=lungs, min_lesion_mm2=200.0).labels[2][lesion[2]].any()
 
 
 def test_segment_study_with_sampled_slices_fills_the_rest(random_model_dir):

@@ -323,13 +323,15 @@ def lesion_heatmaps(study: Study, model: LoadedModel, indices, lung_mask: np.nda
 
 
 def segment_study(study: Study, model: LoadedModel | None = None, *, lung_mask: np.ndarray | None = None,
-                  max_slices: int | None = None, batch_size: int = 8) -> LesionResult:
+                  max_slices: int | None = None, batch_size: int = 8, min_lesion_mm2: float | None = None) -> LesionResult:
     """Segment ground-glass opacity and consolidation in every lung slice of a CT study.
 
     Steps: lung mask (`chestdx.preprocess.pipeline.study_lung_mask`, unless given); the slices
     holding lung are rendered in the lung window, cropped to the study's lung box and run
     through the segmenter; a pixel is a lesion where its infection probability reaches the
-    model's threshold; lesions farther than `LUNG_DILATION_MM` outside the lungs are dropped.
+    model's threshold; lesions farther than `LUNG_DILATION_MM` outside the lungs are dropped, and
+    so are lesions (connected in-plane) smaller than the model's minimum area (its card's
+    ``min_lesion_mm2``, chosen when it was trained; 0 without one).
 
     Args:
         study: a CT study (volume or slice; HU or 8-bit).
@@ -339,6 +341,8 @@ def segment_study(study: Study, model: LoadedModel | None = None, *, lung_mask: 
             lung slice takes the labels of the nearest one run (within its own lung mask).
             Volumes stay unbiased (systematic sampling), the label map coarser. None: all.
         batch_size: slices per forward pass.
+        min_lesion_mm2: the minimum lesion area in mm² instead of the card's (image files'
+            pixel size is taken from a typical field of view, `in_plane_mm`).
 
     Returns:
         The `LesionResult`, aligned with ``study.pixels``.
@@ -376,7 +380,10 @@ def segment_study(study: Study, model: LoadedModel | None = None, *, lung_mask: 
     if len(run) < len(lung_slices):
         nearest = run[np.abs(lung_slices[:, None] - run[None]).argmin(axis=1)]
         labels[lung_slices] = labels[nearest]
-    _drop_far_from_lungs(labels, lung_mask, box, in_plane_mm(study))
+    pixel_mm = in_plane_mm(study)
+    _drop_far_from_lungs(labels, lung_mask, box, pixel_mm)
+    min_area = model.card.extra.get("min_lesion_mm2", 0.0) if min_lesion_mm2 is None else min_lesion_mm2
+    drop_small_lesions(labels, min_area / pixel_mm**2, box)
     return LesionResult(labels, lung_mask, run, model.threshold, model.name, warnings)
 
 
@@ -401,3 +408,23 @@ def _drop_far_from_lungs(labels: np.ndarray, lung_mask: np.ndarray, box: tuple[i
             lesion[outside[z][window]] = 0
             continue
         lesion[ndimage.distance_transform_edt(~lung) * pixel_mm > LUNG_DILATION_MM] = 0
+
+
+def drop_small_lesions(labels: np.ndarray, min_pixels: float, box: tuple[int, int, int, int] | None = None) -> None:
+    """Zero (in place) lesions of fewer than ``min_pixels`` pixels, each slice's 8-connected components apart.
+
+    Args:
+        labels: uint8 ``(z, y, x)`` label map.
+        min_pixels: the smallest lesion kept, in pixels.
+        box: ``(y0, y1, x0, x1)`` holding every lesion (the lung box), or None for the whole slice.
+    """
+    if min_pixels <= 1:
+        return
+    y0, y1, x0, x1 = box or (0, labels.shape[1], 0, labels.shape[2])
+    sub = labels[:, y0:y1, x0:x1]
+    for z in np.flatnonzero(sub.any(axis=(1, 2))):
+        components, _ = ndimage.label(sub[z] > 0, structure=np.ones((3, 3), bool))
+        small = np.bincount(components.ravel()) < min_pixels
+        small[0] = False
+        if small.any():
+            sub[z][small[components]] = 0

@@ -1,4 +1,5 @@
-"""Intensity transforms: HU windows, 8-bit rendering, top-percent clip, lungs only, CLAHE, ImageNet normalisation.
+"""Intensity transforms: HU windows, 8-bit rendering, top-percent clip, lungs only, CLAHE, ImageNet normalisation,
+re-windowing of 8-bit renderings onto a lung window.
 
 HU steps (windows) only apply to ``"hu"`` studies; ``"8bit"`` studies are used as they are,
 never pushed through a fake HU conversion. Written in NumPy with the arithmetic of MONAI's
@@ -10,14 +11,19 @@ checks each against MONAI), so that prediction does not import torch.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from scipy.ndimage import binary_erosion
 from skimage.exposure import equalize_adapthist
+from skimage.filters import threshold_otsu
 
 from chestdx.errors import ChestDxError
 from chestdx.io.study import Study
 
 WINDOWS: dict[str, tuple[float, float]] = {"lung": (-600.0, 1500.0), "mediastinal": (40.0, 400.0)}
 """HU window presets as ``(center, width)``."""
+
+LUNG_WINDOW_AIR, LUNG_WINDOW_TISSUE = 59.0, 236.0
+"""Grey levels of air (-1000 HU) and soft tissue (40 HU) in a lung window (-600/1500)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -188,3 +194,24 @@ def imagenet_normalise(x01: np.ndarray) -> np.ndarray:
     mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def as_lung_window(image: np.ndarray) -> np.ndarray:
+    """Map an 8-bit rendering's air and soft-tissue levels onto those of a lung window (-600/1500).
+
+    Args:
+        image: ``(h, w)`` 0-255 slice, black (0-2) outside the scan circle.
+
+    Returns:
+        float32 ``(h, w)`` in 0-255: air 59, soft tissue 236, outside the circle air.
+    """
+    image = np.asarray(image, np.float32)
+    labels, _ = ndimage.label(image <= 2)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.isin(labels, border[border > 0])
+    inside = image[~outside]
+    cut = threshold_otsu(inside)
+    air, tissue = np.median(inside[inside < cut]), np.median(inside[inside >= cut])
+    out = LUNG_WINDOW_AIR + (image - air) * (LUNG_WINDOW_TISSUE - LUNG_WINDOW_AIR) / max(tissue - air, 1.0)
+    out[outside] = LUNG_WINDOW_AIR
+    return np.clip(out, 0, 255)
