@@ -20,6 +20,10 @@ Parts (``--parts``, default all three):
   mapped linearly onto a lung window's levels (`as_lung_window`: its air and soft-tissue levels,
   the medians either side of an Otsu threshold inside the scan circle, onto 59 and 236, the lung
   window's -1000 and 40 HU; the outside circle filled with air).
+* ``sampling`` (not in the default): each of the 20 SIRM COVID-19 volumes quantified from every
+  lung slice and from ``--max-slices`` of them (the others take the nearest one's labels):
+  how far the involvement, category and severity score move (volumes with fewer lung slices
+  than that are left out: nothing was sampled).
 * ``timing``: a generated 300-slice DICOM study (``write_sample_series``), read, segmented and
   quantified, best of ``--repeats``, with ``--threads`` torch threads; also with ``--max-slices``.
 
@@ -103,6 +107,7 @@ def medseg_table(result: dict, val_scores: dict | None) -> str:
     """Markdown table: published rows, then ours."""
     def cell(scores, key):
         value = scores.get(key)
+        value = value.get("value") if isinstance(value, dict) else value  # a card's metrics hold {"value": ...}
         return "-" if value is None else f"{value:.3f}"
 
     lines = ["| model / reading | Dice | sensitivity | specificity | MAE | GGO Dice | consolidation Dice |",
@@ -176,6 +181,35 @@ def timing(model, n_slices: int, repeats: int, max_slices: int | None) -> dict:
     return out
 
 
+def sampling(model, max_slices: int) -> list[dict]:
+    """Quantification of each SIRM volume from every lung slice and from ``max_slices`` of them."""
+    rows = []
+    for folder in sorted((DATA / "covid-ct-volumes-sirm").iterdir(), key=natural_key):
+        study = load_study(folder, progress=False)
+        chest = {}
+        for cap in (None, max_slices):
+            result = segment_study(study, model, max_slices=cap)
+            chest[cap] = quantify(result.lung_mask, result.labels, None)["chest"]
+        if len(result.segmented) < max_slices:  # every lung slice was run both times
+            continue
+        rows.append({"study": folder.name, "slices": len(study.pixels), "all": chest[None]["involvement_percent"],
+                     "sampled": chest[max_slices]["involvement_percent"], "category_all": chest[None]["category"],
+                     "category_sampled": chest[max_slices]["category"], "score_all": chest[None]["severity_score"],
+                     "score_sampled": chest[max_slices]["severity_score"]})
+    return rows
+
+
+def sampling_summary(rows: list[dict], max_slices: int) -> str:
+    """One paragraph: how far sampled quantification is from the full one."""
+    diff = np.array([abs(r["sampled"] - r["all"]) for r in rows])
+    same = sum(r["category_all"] == r["category_sampled"] for r in rows)
+    score = np.array([abs(r["score_sampled"] - r["score_all"]) for r in rows])
+    return (f"SIRM volumes with more than {max_slices} lung slices: {len(rows)}; involvement from {max_slices} slices vs "
+            f"all: median |difference| {np.median(diff):.2f} points, largest {diff.max():.2f} (involvement "
+            f"{min(r['all'] for r in rows):.1f}-{max(r['all'] for r in rows):.1f}%); same category {same}/{len(rows)}; "
+            f"severity score |difference| median {np.median(score):.0f}, largest {score.max():.0f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lesion-default")
@@ -206,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in result.items():
             print(f"{args.slices}-slice study, {name}: total {r['total']:.1f} s (read {r['read']:.1f}, segment "
                   f"{r['segment']:.1f} for {r['slices_run']} slices, quantify {r['quantify']:.2f})")
+    if "sampling" in parts:
+        figures["sampling"] = rows = sampling(model, args.max_slices)
+        print(sampling_summary(rows, args.max_slices))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=float) + "\n")
     return 0
