@@ -16,6 +16,7 @@ from chestdx.cli import main
 from chestdx.errors import ChestDxError
 from chestdx.evaluate.segmentation import dice
 from chestdx.io import load_study
+from chestdx.io.images import natural_key
 from chestdx.io.nifti import read_nifti, write_nifti
 from chestdx.io.sample import write_sample_series
 from chestdx.io.study import Study
@@ -43,8 +44,8 @@ from chestdx.train.segmentation import (
 )
 
 
-TEST_SLICE = "18"
-"""The first MedSeg test slice (file name order), for the bundled model's sanity check."""
+TEST_SLICES = 8
+"""MedSeg test slices (the first in natural file order) of the bundled model's sanity check."""
 
 
 class BrightIsLesion(nn.Module):
@@ -219,16 +220,22 @@ def test_segment_cli_error_for_a_missing_model(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not (WEIGHTS_DIR / DEFAULT_LESION_MODEL / "model.pt").is_file(), reason="lesion-default not bundled")
-def test_bundled_model_segments_a_real_test_slice(shared_data):
+def test_bundled_model_segments_real_test_slices(shared_data):
     model = load_lesion_model()
     assert model.card.extra["task"] == "lesion-segmentation" and 0 < model.threshold < 1
     assert (WEIGHTS_DIR / DEFAULT_LESION_MODEL / "model.pt").stat().st_size < 25 * 2**20
     root = shared_data / "medseg-covid-infection" / "test"
-    study = load_study(root / "images" / f"{TEST_SLICE}.jpg", progress=False)
-    truth = np.asarray(Image.open(root / "infection_mask" / f"{TEST_SLICE}.png")) > 127
-    result = segment_study(study, model)
-    assert result.labels.shape == (1,) + truth.shape
-    assert dice(result.labels[0] > 0, truth) > 0.5
+    network, pipeline = [], []
+    for path in sorted((root / "images").glob("*.jpg"), key=natural_key)[:TEST_SLICES]:
+        truth = np.asarray(Image.open(root / "infection_mask" / f"{path.stem}.png")) > 127
+        image = np.asarray(Image.open(path).convert("L"))
+        probs = predict_slices(model.net, [image], model.config.input.size)[0]
+        network.append(dice(lesion_labels(probs, model.threshold) > 0, truth))
+        result = segment_study(load_study(path, progress=False), model)
+        assert result.labels.shape == (1,) + truth.shape
+        pipeline.append(dice(result.labels[0] > 0, truth))
+    # the benchmark's figures over all 48: 0.747 as given, 0.610 through segment_study (lung mask)
+    assert np.mean(network) > 0.7 and np.mean(pipeline) > 0.5
 
 
 def test_onnx_export_gives_the_same_probabilities(tmp_path):
