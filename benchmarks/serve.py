@@ -11,7 +11,9 @@ study as a zip, and measures:
   with a warm worker (after one warm-up upload), best of ``--repeats``; the difference to the
   in-process time is the service's overhead (upload, queue, polling, worker hand-off). The zip
   is sent from its file, as a browser or ``curl -F`` streams it (httpx given the same bytes in
-  memory spends 2.2-2.9 s on its own multipart encoding of 150 MB, a file object 0.6 s);
+  memory spends 2.2-2.9 s on its own multipart encoding of 150 MB, a file object 0.6 s); the
+  best run is broken down from the study's created / started / finished times and its
+  diagnosis stages;
 - throughput: ``--concurrent`` uploads sent at once, studies per minute until all are done;
 - peak memory: the largest sum of the resident memory of the service and its workers
   (sampled from /proc every 0.2 s) during the concurrent run.
@@ -23,6 +25,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import os
 import socket
@@ -63,14 +66,23 @@ def _tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def _wait_done(client: httpx.Client, study_id: str) -> float:
+def _wait_done(client: httpx.Client, study_id: str) -> tuple[float, dict]:
     while True:
         study = client.get(f"/studies/{study_id}").json()
         if study["status"] in ("done", "failed"):
             if study["status"] == "failed":
                 raise RuntimeError(study["error"])
-            return time.perf_counter()
+            return time.perf_counter(), study
         time.sleep(0.05)
+
+
+def _breakdown(posted: float, total: float, study: dict) -> dict:
+    """Where an upload's time went: the POST, the wait for a worker, the job (its diagnosis stages and the rest), polling."""
+    moment = {k: dt.datetime.fromisoformat(study[k]).timestamp() for k in ("created", "started", "finished")}
+    diagnosis = study["result"]["timing_s"]["total"]
+    job = moment["finished"] - moment["started"]
+    return {"post": posted, "queued": moment["started"] - moment["created"], "job": job, "diagnosis": diagnosis,
+            "job_beyond_diagnosis": job - diagnosis, "rest": total - posted - (moment["finished"] - moment["created"])}
 
 
 def main() -> None:
@@ -111,15 +123,17 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.2)
 
-            def upload() -> float:
+            def upload() -> tuple[float, dict]:
                 t0 = time.perf_counter()
                 with open(tmp / "study.zip", "rb") as zipped:
                     answer = client.post("/studies", files={"files": ("study.zip", zipped, "application/zip")})
                 answer.raise_for_status()
-                return _wait_done(client, answer.json()["id"]) - t0
+                posted = time.perf_counter() - t0
+                done, study = _wait_done(client, answer.json()["id"])
+                return done - t0, _breakdown(posted, done - t0, study)
 
             upload()  # warm-up: the workers have started and loaded the model
-            latency = min(upload() for _ in range(args.repeats))
+            latency, parts = min((upload() for _ in range(args.repeats)), key=lambda run: run[0])
 
             peak, stop = [0], threading.Event()
 
@@ -145,6 +159,8 @@ def main() -> None:
     print(f"in process (diagnose_source, model loaded): {in_process:.2f} s")
     print(f"service upload -> done (warm, best of {args.repeats}): {latency:.2f} s "
           f"(+{latency - in_process:.2f} s over in process)")
+    print("  of which " + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in parts.items())
+          + " (rest: the client's polling and reading the answer)")
     print(f"{args.concurrent} concurrent uploads: {elapsed:.1f} s, {60 * args.concurrent / elapsed:.1f} studies/min; "
           f"peak memory of service + workers {peak[0] / 2**30:.2f} GiB")
 
