@@ -34,6 +34,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from chestdx.cli import main  # noqa: E402
+from chestdx.io import load_study  # noqa: E402
 from chestdx.io.sample import write_sample_series  # noqa: E402
 from chestdx.outputs.explanations import write_explanations  # noqa: E402
 from chestdx.serve import Settings, create_app  # noqa: E402
@@ -238,7 +239,8 @@ def test_the_viewer_copy_is_written_beside_the_diagnosis_and_not_kept_when_it_fa
     shutil.copytree(series, folder / "upload")
     json.loads(jobs.diagnose_and_write(str(folder), None, None, 0, quantify=False))
     pixels = np.load(folder / jobs.PIXELS_FILE)
-    assert pixels.dtype == np.int16 and pixels.shape == (16, 128, 128)
+    hu = load_study(series, progress=False).pixels
+    assert pixels.dtype == np.int16 and np.array_equal(pixels, np.clip(np.rint(hu), -32768, 32767).astype(np.int16))
 
     def fails_after_reading(study, model, read_seconds=0.0):
         time.sleep(0.5)  # the viewer's copy is being written meanwhile

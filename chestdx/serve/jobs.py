@@ -17,11 +17,13 @@ they are queued again, up to ``MAX_ATTEMPTS`` runs each, then failed with the re
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -80,8 +82,9 @@ def load_worker_models(model: str | None = None) -> None:
     load_model(model, kind="ct-volume")
 
 
-def _replace_atomically(target: Path, *parts: bytes | memoryview) -> None:
-    """Write ``parts`` to ``target`` through a temporary file renamed into place (removed if the write fails)."""
+def _replace_atomically(target: Path, parts: Iterable[bytes | memoryview]) -> None:
+    """Write ``parts`` (in order, each before the next is asked for) to ``target`` through a temporary
+    file renamed into place (removed if the write fails)."""
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         with open(partial, "wb") as fh:
@@ -95,6 +98,13 @@ def _replace_atomically(target: Path, *parts: bytes | memoryview) -> None:
         raise
 
 
+def _npy_header(shape: tuple[int, ...], dtype) -> bytes:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)})
+    return header.getvalue()
+
+
 def _save_npy_atomically(target: Path, array: np.ndarray) -> None:
     """`_replace_atomically` for a NumPy array in ``.npy`` format, written from the array's own memory.
 
@@ -102,28 +112,33 @@ def _save_npy_atomically(target: Path, array: np.ndarray) -> None:
     the array (a study's volume is hundreds of MB).
     """
     array = np.ascontiguousarray(array)
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    _replace_atomically(target, header.getvalue(), memoryview(array.reshape(-1)).cast("B"))
+    _replace_atomically(target, [_npy_header(array.shape, array.dtype), memoryview(array.reshape(-1)).cast("B")])
 
 
-def stored_pixels(pixels: np.ndarray, intensity: str) -> np.ndarray:
-    """A study's pixels as the viewer reads them: rounded to int16 (HU) or uint8 (8-bit).
+def stored_slices(pixels: np.ndarray, intensity: str) -> Iterator[memoryview]:
+    """A study's pixels as the viewer reads them, rounded to int16 (HU) or uint8 (8-bit), a slice at a time.
 
-    Converted one slice at a time: whole-volume temporaries would take three times the
-    float32 volume's memory in every worker.
+    Each slice is converted into the same two one-slice buffers (the bytes yielded are overwritten
+    by the next slice): no volume-sized copy in the worker, whose fresh memory is slow to touch.
     """
-    dtype = np.int16 if intensity == "hu" else np.uint8
+    dtype = viewer_dtype(intensity)
     low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
-    out = np.empty(pixels.shape, dtype)
-    for i in range(len(pixels)):
-        out[i] = np.clip(np.rint(pixels[i]), low, high)
-    return out
+    rounded, out = np.empty(pixels.shape[1:], np.float32), np.empty(pixels.shape[1:], dtype)
+    for image in pixels:
+        np.clip(np.rint(image, out=rounded), low, high, out=rounded)
+        out[...] = rounded
+        yield memoryview(out.reshape(-1)).cast("B")
+
+
+def viewer_dtype(intensity: str):
+    """Args: intensity: ``"hu"`` or ``"8bit"``. Returns: the dtype of the viewer's copy of the pixels."""
+    return np.int16 if intensity == "hu" else np.uint8
 
 
 def _write_viewer_pixels(folder: Path, study) -> None:
-    """Write the study's pixels as the viewer reads them (`stored_pixels`) into its folder."""
-    _save_npy_atomically(folder / PIXELS_FILE, stored_pixels(study.pixels, study.intensity))
+    """Write the study's pixels as the viewer reads them (`stored_slices`, ``.npy``) into its folder."""
+    header = _npy_header(study.pixels.shape, viewer_dtype(study.intensity))
+    _replace_atomically(folder / PIXELS_FILE, itertools.chain([header], stored_slices(study.pixels, study.intensity)))
 
 
 def _out_of_space(exc: OSError) -> bool:
@@ -195,7 +210,7 @@ def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain
         explain(diagnosis, EXPLAIN_METHOD, n_slices=explain_slices)
         explanation_file = write_study_explanation(path / EXPLANATION_FOLDER, diagnosis).relative_to(path)
     text = dumps(prediction_record(diagnosis, explanation_file=explanation_file))
-    _replace_atomically(path / RESULT_FILE, text.encode())
+    _replace_atomically(path / RESULT_FILE, [text.encode()])
     return text
 
 
