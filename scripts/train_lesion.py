@@ -51,15 +51,8 @@ from chestdx.models.lesion import (
     segment_study,
 )
 from chestdx.preprocess.intensity import as_lung_window
-from chestdx.train.segmentation import (
-    LabelledSlices,
-    choose_threshold,
-    fit_segmenter,
-    pseudo_label,
-    read_medseg,
-    read_unlabelled,
-    score_segmenter,
-)
+from chestdx.train.segmentation import LabelledSlices, pseudo_label, read_medseg, read_unlabelled
+from chestdx.train.segmentation import choose_threshold, fit_segmenter, score_segmenter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA = SHARED / "medseg-covid-infection"
