@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +99,7 @@ def _replace_atomically(target: Path, parts: Iterable[bytes | memoryview]) -> No
 
 
 def _npy_header(shape: tuple[int, ...], dtype) -> bytes:
+    """The ``.npy`` (version 1.0) header of a C-ordered array of this shape and dtype."""
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         header, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)})
@@ -185,19 +186,16 @@ def diagnose_and_write(folder: str, kind: str | None, model: str | None, explain
     path = Path(folder)
     for partial in path.glob(".*.partial"):  # left by a run of this job that was killed while writing
         partial.unlink(missing_ok=True)
-    writer = ThreadPoolExecutor(1, thread_name_prefix="chestdx-viewer-pixels")
-    written: list[Future] = []  # the viewer's copy of the pixels is converted and written while the study is diagnosed
-    try:
-        diagnosis = diagnose_source(upload_source(path), model, kind=kind,
-                                    on_read=lambda study: written.append(writer.submit(_write_viewer_pixels, path, study)))
-        for future in written:
-            future.result()  # its error (a full disk) is the job's
-    except BaseException:
-        writer.shutdown(wait=True)
-        (path / PIXELS_FILE).unlink(missing_ok=True)  # a failed study keeps no viewer copy
-        raise
-    finally:
-        writer.shutdown(wait=True)
+    with ThreadPoolExecutor(1, thread_name_prefix="chestdx-viewer-pixels") as writer:
+        viewer_copy: list[Future] = []  # the viewer's copy of the pixels is converted and written while the study is diagnosed
+        try:
+            diagnosis = diagnose_source(upload_source(path), model, kind=kind,
+                                        on_read=lambda study: viewer_copy.append(writer.submit(_write_viewer_pixels, path, study)))
+            viewer_copy[0].result()  # its error (a full disk) is the job's
+        except BaseException:
+            wait(viewer_copy)
+            (path / PIXELS_FILE).unlink(missing_ok=True)  # a failed study keeps no viewer copy
+            raise
     study = diagnosis.study
     if quantify and study.kind != "xray":
         from chestdx.outputs.segmentation import write_segmentation
