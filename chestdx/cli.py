@@ -173,6 +173,7 @@ def cmd_node(args: argparse.Namespace) -> None:
     """Run the DICOM node: receive CT series (or take them from a folder), diagnose each complete one, send the DICOM results back."""
     check_writable_folder(args.store_dir, "--store-dir")
     from chestdx.node.dicomweb import DicomWebPeer
+    from chestdx.models.loading import reuse_freed_memory
     from chestdx.node.listener import DicomNode, Peer
 
     if args.watch and (args.allow_ae or args.allow_host):
@@ -181,6 +182,7 @@ def cmd_node(args: argparse.Namespace) -> None:
     logging.getLogger("chestdx").setLevel(logging.INFO)
     peer = Peer.parse(args.return_to) if args.return_to else None
     web = DicomWebPeer.parse(args.dicomweb) if args.dicomweb else None
+    reuse_freed_memory()  # it diagnoses series after series
     DicomNode(args.store_dir, ae_title=args.ae_title, host=args.host, port=args.port, return_to=peer, dicomweb=web,
               model=args.model, quiet_seconds=args.complete_after, allowed_callers=args.allow_ae,
               allowed_hosts=args.allow_host, lesions=not args.no_lesions, watch_dir=args.watch).serve_forever()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,6 +96,32 @@ def test_load_model_is_cached_until_the_checkpoint_changes(tmp_path):
     os.utime(card, ns=(card.stat().st_atime_ns, card.stat().st_mtime_ns + 10**9))
     b = load_model(copy)
     assert b is not a and b.threshold == 0.6
+
+
+_KEPT_AFTER_FREE = """
+import os, sys
+import numpy as np
+from chestdx.models.loading import reuse_freed_memory
+took = reuse_freed_memory() if sys.argv[1] == "reuse" else None
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+before = resident()
+volume = np.ones((200, 512, 512), np.float32)  # a study's worth of memory (200 MB), then freed
+del volume
+print(took, (resident() - before) // 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings and /proc: Linux only")
+def test_a_worker_keeps_the_memory_a_study_freed_for_the_next():
+    def kept_mb(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _KEPT_AFTER_FREE, mode], capture_output=True, text=True, check=True)
+        took, kept = out.stdout.split()
+        return took, int(kept)
+
+    assert kept_mb("default")[1] < 20  # glibc unmaps a large block when it is freed: the next study faults it in again
+    took, kept = kept_mb("reuse")
+    assert took == "True" and kept > 180
 
 
 def test_fingerprint_warns_about_a_study_outside_the_training_data(study_dir):

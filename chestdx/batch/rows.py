@@ -11,7 +11,7 @@ from chestdx.batch.discover import BatchItem
 from chestdx.errors import ChestDxError
 from chestdx.evaluate.run import probability_column
 from chestdx.io import load_study
-from chestdx.models.loading import load_model
+from chestdx.models.loading import load_model, reuse_freed_memory
 from chestdx.outputs.explanations import write_study_explanation
 from chestdx.outputs.prediction import prediction_record
 from chestdx.pipeline import diagnose, explain
@@ -42,7 +42,8 @@ class BatchOptions:
 
 
 def start_worker(options: BatchOptions) -> None:
-    """Set a worker process up: its thread count, then its model (loaded once; `load_model` caches it).
+    """Set a worker process up: its thread count, its memory reuse (`reuse_freed_memory`), then its model
+    (loaded once; `load_model` caches it).
 
     ``OMP_NUM_THREADS`` is read by `chestdx.models.loading` (ONNX Runtime sessions) and by
     torch when explanations import it, so each worker uses its share of the CPUs.
@@ -51,6 +52,7 @@ def start_worker(options: BatchOptions) -> None:
         options: the batch options.
     """
     os.environ["OMP_NUM_THREADS"] = str(options.threads)
+    reuse_freed_memory()
     load_model(options.model)
 
 

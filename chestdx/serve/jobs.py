@@ -73,9 +73,11 @@ def _killed_with_parent(parent: int) -> None:
 
 
 def load_worker_models(model: str | None = None) -> None:
-    """Pool initializer: load ``model`` (default: the CT default) once in this worker process (others on first use)."""
-    from chestdx.models.loading import load_model
+    """Pool initializer: load ``model`` (default: the CT default) once in this worker process (others on first use),
+    which reuses the memory each study frees (`reuse_freed_memory`)."""
+    from chestdx.models.loading import load_model, reuse_freed_memory
 
+    reuse_freed_memory()
     parent = os.getppid()
     _killed_with_parent(parent)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
