@@ -204,6 +204,49 @@ def test_zip_reads_like_the_folder(series_dir, tmp_path, expected_hu):
     assert study.source == str(archive)
 
 
+def test_zipped_dicom_is_read_in_memory_with_the_folders_order_and_skips(series_dir, tmp_path, expected_hu, monkeypatch):
+    import chestdx.io.load as load_module
+
+    archive = tmp_path / "study.zip"
+    paths = sorted(series_dir.glob("*.dcm"))
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i, path in enumerate(paths):  # half of the files without a suffix (found by their preamble), in a sub-folder
+            zf.write(path, f"series/sub/{path.stem}" if i % 2 else f"series/{path.name}")
+        zf.writestr("series/README.txt", "not a study file")
+        zf.writestr("__MACOSX/series/._IM0001.dcm", b"resource fork")
+        zf.writestr("series/.hidden.dcm", b"junk")
+    monkeypatch.setattr(load_module, "extracted_zip", None)  # nothing unpacked to disk
+    study = load_study(archive, progress=False)
+    np.testing.assert_array_equal(study.pixels, expected_hu)
+    assert study.warnings == []
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(unpacked)
+    folder = load_study(unpacked, progress=False)
+    assert folder.metadata == study.metadata and folder.spacing == study.spacing
+
+
+def test_a_zip_of_dicom_and_images_is_unpacked_and_read_like_its_folder(series_dir, tmp_path):
+    archive = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(series_dir.glob("*.dcm")):
+            zf.write(path, path.name)
+        zf.writestr("key.png", b"\x89PNG")  # an image beside the DICOM files
+    study = load_study(archive, progress=False)
+    assert any("ignored 1 non-DICOM image file" in w for w in study.warnings)
+
+
+def test_a_damaged_member_of_a_zipped_series_is_named(series_dir, tmp_path):
+    archive = tmp_path / "damaged.zip"
+    paths = sorted(series_dir.glob("*.dcm"))
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in paths[:-1]:
+            zf.write(path, path.name)
+        zf.writestr(paths[-1].name, paths[-1].read_bytes()[:2000])  # its pixel data cut off
+    with pytest.raises(ChestDxError, match=paths[-1].name):
+        load_study(archive, progress=False)
+
+
 def test_phi_left_out_unless_asked(series_dir):
     assert "PatientID" not in load_study(series_dir, progress=False).metadata
     assert "PatientName" not in load_study(series_dir, progress=False).metadata

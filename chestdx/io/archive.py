@@ -1,10 +1,10 @@
-"""Safe extraction of a zipped study into a temporary folder that is removed afterwards."""
+"""Zipped studies, checked before anything is unpacked: read member by member in memory, or unpacked into a temporary folder that is removed afterwards."""
 
 from __future__ import annotations
 
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -59,6 +59,58 @@ def check_zip(zf: zipfile.ZipFile, name: str, *, max_bytes: int, max_files: int)
     return members
 
 
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ChestDxError(f"{path.name} is not a readable zip file ({exc}): check the file or unzip it yourself") from exc
+
+
+class _Unpacker:
+    """Unpacks members of one checked zip, counting the bytes so that a zip whose directory understates
+    its sizes is stopped at ``max_bytes``."""
+
+    def __init__(self, zf: zipfile.ZipFile, name: str, max_bytes: int):
+        self.zf, self.name, self.max_bytes, self.written = zf, name, max_bytes, 0
+
+    def chunks(self, member: zipfile.ZipInfo) -> Iterator[bytes]:
+        """Yields: the member's bytes, ``_CHUNK`` at a time."""
+        try:
+            with self.zf.open(member) as src:
+                while chunk := src.read(_CHUNK):
+                    self.written += len(chunk)
+                    if self.written > self.max_bytes:
+                        raise ChestDxError(f"{self.name} unpacks to more than {self.max_bytes / 2**30:.2f} GiB: refusing it")
+                    yield chunk
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+            raise ChestDxError(f"cannot unpack {member.filename!r} from {self.name} ({exc}): the zip is damaged "
+                               "or encrypted; unzip it yourself and point chestdx at the folder") from exc
+
+
+def member_parts(member: zipfile.ZipInfo) -> tuple[str, ...]:
+    """Returns: the member's path as parts (``\\`` taken for ``/``, as zips made on Windows have it)."""
+    return PurePosixPath(member.filename.replace("\\", "/")).parts
+
+
+@contextmanager
+def zip_members(path: Path, *, max_bytes: int, max_files: int) -> Iterator[tuple[list[zipfile.ZipInfo], Callable]]:
+    """Open a zip and check it (`check_zip`) without unpacking anything.
+
+    Args:
+        path: the ``.zip`` file.
+        max_bytes: largest total uncompressed size accepted.
+        max_files: largest number of members accepted.
+
+    Yields:
+        ``(members, read)``: the file members, and ``read(member) -> bytes`` (bytes counted
+        against ``max_bytes``), valid inside the ``with`` block.
+    """
+    with _open_zip(path) as zf:
+        members = check_zip(zf, path.name, max_bytes=max_bytes, max_files=max_files)
+        unpacker = _Unpacker(zf, path.name, max_bytes)
+        yield members, lambda member: b"".join(unpacker.chunks(member))
+
+
 @contextmanager
 def extracted_zip(path: Path, *, max_bytes: int, max_files: int, progress: bool = False) -> Iterator[Path]:
     """Unpack a zip into a temporary folder, checked first, removed on exit.
@@ -75,27 +127,16 @@ def extracted_zip(path: Path, *, max_bytes: int, max_files: int, progress: bool 
     Yields:
         The temporary folder holding the members.
     """
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ChestDxError(f"{path.name} is not a readable zip file ({exc}): check the file or unzip it yourself") from exc
-    with zf, tempfile.TemporaryDirectory(prefix="chestdx-zip-") as tmp:
+    with _open_zip(path) as zf, tempfile.TemporaryDirectory(prefix="chestdx-zip-") as tmp:
         root = Path(tmp)
-        written = 0
         members = check_zip(zf, path.name, max_bytes=max_bytes, max_files=max_files)
+        unpacker = _Unpacker(zf, path.name, max_bytes)
         for member in progress_bar(members, "unpacking", "file", enabled=progress, min_items=2):
-            target = root.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
+            target = root.joinpath(*member_parts(member))
             if not target.resolve().is_relative_to(root.resolve()):
                 raise ChestDxError(f"{path.name} contains the unsafe path {member.filename!r}: refusing to unpack it")
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(member) as src, open(target, "wb") as dst:
-                    while chunk := src.read(_CHUNK):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise ChestDxError(f"{path.name} unpacks to more than {max_bytes / 2**30:.2f} GiB: refusing it")
-                        dst.write(chunk)
-            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
-                raise ChestDxError(f"cannot unpack {member.filename!r} from {path.name} ({exc}): the zip is damaged "
-                                   "or encrypted; unzip it yourself and point chestdx at the folder") from exc
+            with open(target, "wb") as dst:
+                for chunk in unpacker.chunks(member):
+                    dst.write(chunk)
         yield root

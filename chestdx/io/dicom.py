@@ -7,6 +7,7 @@ files and decoded, by pydicom's pixel handlers (pylibjpeg for compressed transfe
 
 from __future__ import annotations
 
+import io
 import math
 import warnings as pywarnings
 from collections import defaultdict
@@ -60,7 +61,7 @@ _SOP_MODALITY = {
 class _Header:
     """One DICOM file's header (no pixel data) and what the reader needs from it."""
 
-    path: Path
+    path: Path | io.BytesIO
     ds: Dataset
     name: str  # path shown to the user (relative to the folder read)
 
@@ -146,11 +147,12 @@ def modality_of(ds: Dataset) -> tuple[str, str | None]:
     return inferred, f"Modality tag missing: inferred {inferred} from SOP Class ({name})"
 
 
-def read_headers(paths: list[Path], names: list[str], *, progress: bool) -> tuple[list[_Header], list[str], list[str]]:
+def read_headers(paths: list[Path | io.BytesIO], names: list[str], *, progress: bool) -> tuple[list[_Header], list[str], list[str]]:
     """Read the headers of candidate DICOM files.
 
     Args:
-        paths: candidate files.
+        paths: candidate files, on disk or in memory (a zip's members); the pixel data is read
+            from them later, when the chosen series is decoded.
         names: how to name each file in messages.
         progress: show a progress bar.
 
@@ -176,20 +178,25 @@ def read_headers(paths: list[Path], names: list[str], *, progress: bool) -> tupl
     return headers, unreadable, non_image
 
 
-def _has_preamble(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(128)
-        return fh.read(4) == b"DICM"
+def _head(file: Path | io.BytesIO, n: int) -> bytes:
+    """The first ``n`` bytes of a file on disk or in memory (a zip's member)."""
+    if isinstance(file, io.BytesIO):
+        return bytes(file.getbuffer()[:n])
+    with open(file, "rb") as fh:
+        return fh.read(n)
 
 
-def _starts_like_dicom(path: Path) -> bool:
+def _has_preamble(file: Path | io.BytesIO) -> bool:
+    return _head(file, 132)[128:] == b"DICM"
+
+
+def _starts_like_dicom(file: Path | io.BytesIO) -> bool:
     """Whether a file without the preamble starts like a raw DICOM data set (first tag in group 0002 or 0008).
 
     pydicom's forced read of a file that is not DICOM can take seconds per megabyte; this
     decides from the first four bytes.
     """
-    with open(path, "rb") as fh:
-        head = fh.read(4)
+    head = _head(file, 4)
     if len(head) < 4:
         return False
     little, big = int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big")
@@ -710,12 +717,12 @@ def _quiet_pydicom() -> Iterator[None]:
         pydicom.config.settings.reading_validation_mode = mode
 
 
-def read_dicom(paths: list[Path], names: list[str], *, series: str | int | None, kind: str | None, keep_phi: bool,
+def read_dicom(paths: list[Path | io.BytesIO], names: list[str], *, series: str | int | None, kind: str | None, keep_phi: bool,
                progress: bool, source: str, single_file: bool = False) -> Study:
     """Read DICOM files (one file, a folder's or a zip's) into a Study.
 
     Args:
-        paths: candidate DICOM files.
+        paths: candidate DICOM files, on disk or in memory (a zip's members).
         names: how to name each file in messages.
         series: SeriesInstanceUID or index to read instead of the default choice.
         kind: None (decide from the modality), ``"xray"``, ``"ct-slice"`` or ``"ct-volume"``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -12,11 +13,12 @@ import numpy as np
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from chestdx.errors import ChestDxError
-from chestdx.io.archive import extracted_zip
+from chestdx.io.archive import extracted_zip, member_parts, zip_members
 from chestdx.io.dicom import has_dicom_magic, read_dicom, reason
 from chestdx.io.images import IMAGE_SUFFIXES, read_image_files
-from chestdx.io.nifti import is_nifti, read_nifti
+from chestdx.io.nifti import NIFTI_SUFFIXES, is_nifti, read_nifti
 from chestdx.io.study import Study
+from chestdx.progress import progress as progress_bar
 
 KINDS = ("xray", "ct-slice", "ct-volume")
 MAX_BYTES = 4 * 2**30
@@ -102,6 +104,39 @@ def scan_folder(root: Path, *, max_files: int) -> _FolderContents:
             elif found_as == "dicom":
                 found.dicom.append(path)
     return found
+
+
+def _zip_dicom(path: Path, *, max_bytes: int, max_files: int, progress: bool) -> tuple[list[io.BytesIO], list[str]] | None:
+    """The DICOM files of a zip read into memory, in the order `scan_folder` would list them unpacked.
+
+    The common upload (a zipped DICOM series) is read without writing it to disk and back:
+    on the 300-slice benchmark study that write and read cost 1-3 s of kernel time.
+
+    Returns:
+        ``(files, names)``, or None when the zip holds images, NIfTI or zips, or no DICOM
+        candidate: then it is unpacked and read as a folder.
+    """
+    with zip_members(path, max_bytes=max_bytes, max_files=max_files) as (members, read):
+        wanted = []
+        for member in members:
+            parts = member_parts(member)
+            name = parts[-1] if parts else ""
+            if any(skipped_folder(part) for part in parts[:-1]) or name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            lower = name.lower()
+            if lower.endswith(IMAGE_SUFFIXES) or lower.endswith((".zip", *NIFTI_SUFFIXES)):
+                return None
+            if not lower.endswith(_IGNORED_SUFFIXES):
+                wanted.append((parts, member, lower.endswith(DICOM_SUFFIXES)))
+        # os.walk's order: a folder's files (sorted) before its sub-folders (sorted)
+        wanted.sort(key=lambda item: [(1, part) for part in item[0][:-1]] + [(0, item[0][-1])])
+        files, names = [], []
+        for parts, member, named_dicom in progress_bar(wanted, "unpacking", "file", enabled=progress, min_items=2):
+            data = read(member)
+            if named_dicom or data[128:132] == b"DICM":
+                files.append(io.BytesIO(data))
+                names.append("/".join(parts))
+    return (files, names) if files else None
 
 
 def _raise(error: OSError) -> None:
@@ -223,6 +258,9 @@ def _read(path, *, series, kind, keep_phi, progress, max_bytes, max_files) -> St
         return _load_folder(path, source=source, max_files=max_files, **options)
     lower = path.name.lower()
     if lower.endswith(".zip"):
+        in_memory = _zip_dicom(path, max_bytes=max_bytes, max_files=max_files, progress=progress)
+        if in_memory is not None:
+            return read_dicom(*in_memory, source=source, **options)
         with extracted_zip(path, max_bytes=max_bytes, max_files=max_files, progress=progress) as folder:
             return _load_folder(folder, source=source, max_files=max_files, **options)
     if is_nifti(path):
