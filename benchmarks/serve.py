@@ -7,19 +7,23 @@ study as a zip, and measures:
 
 - in process: ``diagnose_source`` on the same zip with the model already loaded (best of
   ``--repeats``), the time the service's worker spends per study at the least;
-- latency: from the start of ``POST /studies`` to ``GET /studies/{id}`` answering ``done``,
-  with a warm worker (after one warm-up upload), best of ``--repeats``; the difference to the
-  in-process time is the service's overhead (upload, queue, polling, worker hand-off). The zip
-  is sent from its file, as a browser or ``curl -F`` streams it (httpx given the same bytes in
-  memory spends 2.2-2.9 s on its own multipart encoding of 150 MB, a file object 0.6 s); the
-  best run is broken down from the study's created / started / finished times and its
-  diagnosis stages;
+- latency: from the start of ``POST /studies`` to ``GET /studies/{id}?wait=60`` answering
+  ``done``, with a warm worker (after one warm-up upload), best of ``--repeats``; the
+  difference to the in-process time is the service's overhead (upload, queue, worker
+  hand-off, the answer). The zip is sent from its file, as a browser or ``curl -F`` streams
+  it (httpx given the same bytes in memory spends 2.2-2.9 s on its own multipart encoding
+  of 150 MB, a file object 0.6 s); the best run is broken down from the study's created /
+  started / finished times and its diagnosis stages. Each upload writes the zip, and the
+  worker the viewer's copy of the pixels (~310 MB together), into the page cache: on a VM
+  whose memory the guest has not touched yet that runs at ~120 MB/s instead of GB/s, so
+  ``--delete-each`` deletes each measured study, letting the next one reuse the memory it
+  freed, as on a server whose memory is already in use;
 - throughput: ``--concurrent`` uploads sent at once, studies per minute until all are done;
 - peak memory: the largest sum of the resident memory of the service and its workers
   (sampled from /proc every 0.2 s) during the concurrent run.
 
 Usage:
-    python benchmarks/serve.py [--slices 300] [--workers 2] [--concurrent 8] [--repeats 3]
+    python benchmarks/serve.py [--slices 300] [--workers 2] [--concurrent 8] [--repeats 3] [--delete-each]
 """
 
 from __future__ import annotations
@@ -67,22 +71,23 @@ def _tree_rss_bytes(pid: int) -> int:
 
 
 def _wait_done(client: httpx.Client, study_id: str) -> tuple[float, dict]:
+    """Wait for the study as an API client should: ``?wait=`` requests (the service answers when it is done)."""
     while True:
-        study = client.get(f"/studies/{study_id}").json()
+        study = client.get(f"/studies/{study_id}", params={"wait": 60}).json()
         if study["status"] in ("done", "failed"):
             if study["status"] == "failed":
                 raise RuntimeError(study["error"])
             return time.perf_counter(), study
-        time.sleep(0.05)
 
 
 def _breakdown(posted: float, total: float, study: dict) -> dict:
-    """Where an upload's time went: the POST, the wait for a worker, the job (its diagnosis stages and the rest), polling."""
+    """Where an upload's time went: the POST, the wait for a worker, the job (its diagnosis stages and the rest), the answer."""
     moment = {k: dt.datetime.fromisoformat(study[k]).timestamp() for k in ("created", "started", "finished")}
     diagnosis = study["result"]["timing_s"]["total"]
     job = moment["finished"] - moment["started"]
     return {"post": posted, "queued": moment["started"] - moment["created"], "job": job, "diagnosis": diagnosis,
-            "job_beyond_diagnosis": job - diagnosis, "rest": total - posted - (moment["finished"] - moment["created"])}
+            "job_beyond_diagnosis": job - diagnosis, "rest": total - posted - (moment["finished"] - moment["created"]),
+            "stages": {k: v for k, v in study["result"]["timing_s"].items() if k != "total"}}
 
 
 def main() -> None:
@@ -91,6 +96,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--delete-each", action="store_true",
+                        help="DELETE each latency study once measured, so that the next upload's files reuse the page "
+                             "cache it freed (as on a server whose memory is already in use) instead of fresh memory")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="chestdx-serve-bench-") as tmp:
@@ -103,7 +111,8 @@ def main() -> None:
         (tmp / "study.zip").write_bytes(buffer.getvalue())
 
         diagnose_source(tmp / "study.zip")  # loads the model
-        in_process = min(_timed(lambda: diagnose_source(tmp / "study.zip")) for _ in range(args.repeats))
+        in_process, in_process_stages = min((_timed(lambda: diagnose_source(tmp / "study.zip")) for _ in range(args.repeats)),
+                                            key=lambda run: run[0])
 
         data = tmp / "data"
         cli = [sys.executable, "-m", "chestdx.cli", "--quiet", "serve", "--data-dir", str(data)]
@@ -123,17 +132,19 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.2)
 
-            def upload() -> tuple[float, dict]:
+            def upload(delete: bool = False) -> tuple[float, dict]:
                 t0 = time.perf_counter()
                 with open(tmp / "study.zip", "rb") as zipped:
                     answer = client.post("/studies", files={"files": ("study.zip", zipped, "application/zip")})
                 answer.raise_for_status()
                 posted = time.perf_counter() - t0
                 done, study = _wait_done(client, answer.json()["id"])
+                if delete:
+                    client.delete(f"/studies/{study['id']}").raise_for_status()
                 return done - t0, _breakdown(posted, done - t0, study)
 
-            upload()  # warm-up: the workers have started and loaded the model
-            latency, parts = min((upload() for _ in range(args.repeats)), key=lambda run: run[0])
+            upload(args.delete_each)  # warm-up: the workers have started and loaded the model
+            latency, parts = min((upload(args.delete_each) for _ in range(args.repeats)), key=lambda run: run[0])
 
             peak, stop = [0], threading.Event()
 
@@ -156,19 +167,26 @@ def main() -> None:
 
     print(f"study: chestdx sample, {args.slices} slices of 512x512, zipped {len(buffer.getvalue()) / 2**20:.1f} MB; "
           f"{os.cpu_count()} CPUs, {args.workers} workers")
-    print(f"in process (diagnose_source, model loaded): {in_process:.2f} s")
-    print(f"service upload -> done (warm, best of {args.repeats}): {latency:.2f} s "
+    print(f"in process (diagnose_source, model loaded): {in_process:.2f} s ({_stages(in_process_stages)})")
+    print(f"service upload -> done (warm, best of {args.repeats}{', each deleted once measured' if args.delete_each else ''}): "
+          f"{latency:.2f} s "
           f"(+{latency - in_process:.2f} s over in process)")
+    stages = parts.pop("stages")
     print("  of which " + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in parts.items())
-          + " (rest: the client's polling and reading the answer)")
+          + f" (rest: the answer to the client's waiting request); the worker's diagnosis: {_stages(stages)}")
     print(f"{args.concurrent} concurrent uploads: {elapsed:.1f} s, {60 * args.concurrent / elapsed:.1f} studies/min; "
           f"peak memory of service + workers {peak[0] / 2**30:.2f} GiB")
 
 
-def _timed(fn) -> float:
+def _timed(fn) -> tuple[float, dict]:
+    """Seconds ``fn`` (a diagnosis) took, and its stage timings."""
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    diagnosis = fn()
+    return time.perf_counter() - t0, diagnosis.timing
+
+
+def _stages(timing: dict) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in timing.items())
 
 
 if __name__ == "__main__":

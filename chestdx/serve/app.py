@@ -53,6 +53,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Viewer window names -> the HU presets of chestdx.preprocess.intensity.WINDOWS.
 VIEW_WINDOWS = {"lung": "lung", "mediastinum": "mediastinal"}
 STUDY_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_WAIT_S = 60.0  # longest ``GET /studies/{id}?wait=``
+WAIT_CHECK_S = 0.1  # how often a waiting request looks at its study
 """What a study id looks like (``uuid4().hex``); any other value in a path is refused before a file is touched."""
 # The viewer loads only its own script and style; images are its own PNGs (as blob: URLs) and data: URIs
 # (the report's figures, which open in a window that inherits this policy).
@@ -425,9 +427,18 @@ def create_app(settings: Settings) -> FastAPI:
         return [_study_summary(row, with_result=False) for row in rows]
 
     @app.get("/studies/{study_id}", tags=["studies"], dependencies=[Depends(authorised)])
-    def get_study(study_id: str) -> dict:
+    async def get_study(study_id: str, wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=(
+            "seconds to wait for a queued or running study to finish before answering (0: answer at once); "
+            "one request instead of a polling loop"))) -> dict:
         """Status, error and, when done, the result: probabilities, decision, model card summary, limitations, timing."""
-        return _study_summary(get_row(study_id), with_result=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        row = await run_in_threadpool(get_row, study_id)
+        while row.status in ("queued", "running") and loop.time() < deadline:
+            # a primary-key read every WAIT_CHECK_S: far cheaper than a client's request, whose token is checked each time
+            await asyncio.sleep(min(WAIT_CHECK_S, max(deadline - loop.time(), 0.0)))
+            row = await run_in_threadpool(get_row, study_id)
+        return _study_summary(row, with_result=True)
 
     @app.get("/studies/{study_id}/slices/{k}.png", tags=["studies"], dependencies=[Depends(authorised)],
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
