@@ -55,13 +55,12 @@ def zipped(folder: Path, arcname=lambda p: p.name) -> bytes:
 
 
 def wait_for_job(client: httpx.Client | TestClient, headers: dict, study_id: str, patience_s: float = 600.0) -> dict:
-    """Poll a study until its job has ended (a guard against hanging, not a speed check). Returns: the study."""
+    """Wait for a study's job to end with ``?wait=`` requests (a guard against hanging, not a speed check). Returns: the study."""
     deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline:
-        study = client.get(f"/studies/{study_id}", headers=headers).json()
+        study = client.get(f"/studies/{study_id}", headers=headers, params={"wait": 30}).json()
         if study["status"] in ("done", "failed"):
             return study
-        time.sleep(0.3)
     raise AssertionError(f"study {study_id} still {study['status']} after {patience_s} s")
 
 
@@ -219,6 +218,17 @@ def test_an_uploaded_series_gets_the_probabilities_of_chestdx_predict(done_study
     data_dir = service[2]
     assert [p.name for p in (data_dir / done_study["id"] / "upload").iterdir()] == ["study.zip"]
     assert "DOE" not in json.dumps(done_study)
+
+
+def test_one_waiting_request_answers_when_the_job_ends(service, series):
+    client, headers, *_ = service
+    answer = client.post("/studies", headers=headers, files={"files": ("study.zip", zipped(series), "application/zip")})
+    study_id = answer.json()["id"]
+    assert client.get(f"/studies/{study_id}", headers=headers).json()["status"] in ("queued", "running")  # no wait: at once
+    study = client.get(f"/studies/{study_id}", headers=headers, params={"wait": 60}).json()
+    assert study["status"] == "done" and study["result"]["probabilities"]
+    too_long = client.get(f"/studies/{study_id}", headers=headers, params={"wait": 600})
+    assert too_long.status_code == 422 and "wait" in too_long.json()["detail"]
 
 
 def test_a_broken_file_fails_its_job_with_the_one_line_message(service):
