@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 from chestdx.batch import run_batch
 from chestdx.io.sample import write_sample_series
 from chestdx.io.tables import read_table
+from chestdx.train.loop import cpu_name
 
 
 def timed(command: list[str]) -> tuple[float, float]:
@@ -75,7 +75,7 @@ def main() -> None:
             if not folder.is_dir():
                 write_sample_series(folder, n_slices=args.slices, seed=seed, progress=False)
         print(f"{args.studies} generated {args.slices}-slice 512x512 studies; {cpus} CPUs "
-              f"({platform.processor() or platform.machine()}); load average before: {os.getloadavg()[0]:.2f}")
+              f"({cpu_name()}); load average before: {os.getloadavg()[0]:.2f}")
         rows = []
 
         t0 = time.perf_counter()

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import tempfile
 import threading
 import time
@@ -36,15 +34,7 @@ from chestdx.io.sample import write_sample_series
 from chestdx.node.listener import RESULT_SOP_CLASSES, DicomNode, Peer
 from chestdx.outputs.dicom import lesion_model_or_none, write_dicom_outputs
 from chestdx.pipeline import diagnose_source
-
-
-def cpu_name() -> str:
-    """Returns: the CPU model (lscpu), for the figures' context."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
+from chestdx.train.loop import cpu_name
 
 
 def in_process_seconds(folder: Path, out: Path, repeats: int) -> float:

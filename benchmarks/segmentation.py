@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from chestdx.io.study import Study
 from chestdx.models.lesion import load_lesion_model, measured_spacing, predict_slices, segment_study
 from chestdx.models.quantify import quantify
 from chestdx.preprocess.intensity import as_lung_window
+from chestdx.train.loop import cpu_name
 from chestdx.train.segmentation import read_medseg, score_segmenter
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_lesion_model(args.model)
     parts = args.parts.split(",")
     print(f"# {model.name} ({model.card.date}), {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"{platform.processor() or platform.machine()}, torch threads {args.threads}\n")
+          f"{cpu_name()}, torch threads {args.threads}\n")
     figures = {"model": model.name, "threads": args.threads}
     if "medseg" in parts:
         figures["medseg"] = result = medseg(model, args.split, args.limit)

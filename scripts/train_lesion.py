@@ -52,6 +52,7 @@ from chestdx.models.lesion import (
 )
 from chestdx.preprocess.intensity import as_lung_window
 from chestdx.train.segmentation import LabelledSlices, pseudo_label, read_medseg, read_unlabelled
+from chestdx.train.loop import cpu_name
 from chestdx.train.segmentation import choose_threshold, fit_segmenter, score_segmenter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_cpu_minutes": args.max_minutes, "max_wall_minutes": args.max_wall_minutes, "cpu_seconds": fit.seconds, "best_epoch": fit.best_epoch,
         "selection": "EMA network with the best mean val infection Dice (threshold 0.5), scored every 5 epochs; "
                      "then the infection threshold with the best mean val Dice on a 0.2-0.8 grid",
-        "cpu": "AMD EPYC (AVX2, no bf16), 1 torch thread",
+        "cpu": f"{cpu_name()}, 1 torch thread",
     }
     out = WEIGHTS_DIR / DEFAULT_LESION_MODEL if args.install else args.out / "model"
     limitations = LIMITATIONS if not pseudo_record else [

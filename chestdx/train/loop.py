@@ -6,6 +6,8 @@ import copy
 import logging
 import math
 import os
+import platform
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,16 @@ def native_bf16() -> bool:
     cpu = torch.cpu
     return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
                 or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def cpu_name() -> str:
+    """Returns: the CPU model (lscpu) and whether it has native bfloat16, for a figure's context."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name} ({'native bf16' if native_bf16() else 'no native bf16'})"
 
 
 def stages_of(config: RecipeConfig) -> list[dict]:
