@@ -46,6 +46,7 @@ import httpx
 
 from chestdx.io.sample import write_sample_series
 from chestdx.pipeline import diagnose_source
+from chestdx.train.loop import cpu_name
 
 
 def _tree_rss_bytes(pid: int) -> int:
@@ -166,7 +167,7 @@ def main() -> None:
             server.wait(timeout=60)
 
     print(f"study: chestdx sample, {args.slices} slices of 512x512, zipped {len(buffer.getvalue()) / 2**20:.1f} MB; "
-          f"{os.cpu_count()} CPUs, {args.workers} workers")
+          f"{os.cpu_count()} CPUs ({cpu_name()}), {args.workers} workers")
     print(f"in process (diagnose_source, model loaded): {in_process:.2f} s ({_stages(in_process_stages)})")
     print(f"service upload -> done (warm, best of {args.repeats}{', each deleted once measured' if args.delete_each else ''}): "
           f"{latency:.2f} s "
