@@ -5,10 +5,12 @@ Steps (each cached under ``--out``, so a rerun skips what is done):
 1. ``prepare``: every study of every CT source (slices and volumes) goes through
    `prepare_study` with `SPEC` (lung slices, lungs only, lung crop, upright, 224 px), exactly as
    `chestdx predict` prepares a study for this model; the slices are kept as uint8.
-2. ``features``: the frozen trunk of each candidate encoder (`ENCODERS`) turns every slice
-   into 192x7x7 maps (`chestdx.train.cached.trunk_features`).
-3. ``train``: the head convolution and the classifier are trained on the maps of the train
-   split (`chestdx.train.cached.fit_tail`), one network per seed, each on its own weighted
+2. ``features``: the frozen part of each candidate encoder (`ENCODERS`: the stem and the first
+   ``--tail-block`` of Lite0's 7 stages) turns every slice into the maps entering the next stage
+   (all 7 frozen: 320x7x7; 5 frozen: 112x14x14), cached once.
+3. ``train``: what follows the frozen part (with ``--tail-block 7`` only the head convolution and
+   the classifier; with 5, stages 6 and 7 too) is trained on the maps of the train split
+   (`chestdx.train.cached.fit_tail`), one network per seed, each on its own weighted
    draw of the training slices; the seeds are scored on val, and the best mean within-source
    val AUC (Soares, MosMed, UCSD: the sources with both classes) is chosen. (No deep ensemble:
    its members would share one frozen trunk and still cost three trunks at prediction.) Only
@@ -30,6 +32,8 @@ Usage:
     python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs 5 --val-only   # settings compared on val
     python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs 15 --val-only
     python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs N --reuse      # the chosen: test read once
+    python scripts/train_real_ct.py features --tail-block 5        # last two stages fine-tuned (OUT/chosen-b5)
+    python scripts/train_real_ct.py train --tail-block 5 --seeds 0 1 2 --epochs 8 --val-only
 """
 
 from __future__ import annotations
@@ -65,21 +69,34 @@ log = logging.getLogger("train_real_ct")
 
 ENCODERS = {"imagenet": True, "moco": "ct-moco-lite0"}
 TAIL_BLOCK = 7
-"""Lite0 stages frozen (of 7): the tail trained on the cached 320x7x7 maps is the head convolution and classifier."""
+"""Lite0 stages frozen (of 7) by default: the tail trained on the cached 320x7x7 maps is the head convolution and
+classifier. ``--tail-block`` (stored in the card as ``training.tail_block``) freezes fewer."""
+STAGES = 7
+
+
+def trainable_of(block: int) -> list[str]:
+    """Args: block: the first trainable stage. Returns: parameter-name prefixes trained after ``block`` frozen stages."""
+    return [f"blocks.{i}" for i in range(block, STAGES)] + ["conv_head", "fc"]
+
+
+def run_name(encoder: str, block: int) -> str:
+    """The cache and run-folder tag of an encoder with ``block`` frozen stages (the default keeps its old name)."""
+    return encoder if block == TAIL_BLOCK else f"{encoder}-b{block}"
 
 def encoder_net(encoder: str) -> EfficientNetClassifier:
     """Args: encoder: a key of `ENCODERS`. Returns: a fresh Lite0 classifier starting from that encoder."""
     return EfficientNetClassifier("lite0", num_classes=2, pretrained=ENCODERS[encoder], dropout=0.3)
 
 
-def feature_source(out: Path, source: str, encoder: str) -> Path:
-    """Compute (once) the trunk maps of a prepared source; write ``feat-<encoder>-<source>.npy`` (float16)."""
-    target = out / f"feat-{encoder}-{source}.npy"
+def feature_source(out: Path, source: str, encoder: str, block: int = TAIL_BLOCK) -> Path:
+    """Compute (once) the maps entering stage ``block`` for a prepared source; write ``feat-<run_name>-<source>.npy``
+    (float16)."""
+    target = out / f"feat-{run_name(encoder, block)}-{source}.npy"
     if target.is_file():
         return target
     t0 = time.time()
     x = np.load(out / f"prep-{source}.npz")["x"]
-    part = frozen_part(encoder_net(encoder), TAIL_BLOCK).eval().to(memory_format=torch.channels_last)
+    part = frozen_part(encoder_net(encoder), block).eval().to(memory_format=torch.channels_last)
     maps = []
     with torch.inference_mode():
         for i in range(0, len(x), 32):
@@ -87,12 +104,12 @@ def feature_source(out: Path, source: str, encoder: str) -> Path:
             batch = torch.from_numpy(imagenet_normalise(x01)).contiguous(memory_format=torch.channels_last)
             maps.append(part(batch).half().numpy())
     np.save(target, np.concatenate(maps))
-    log.warning("features %s %s: %d slices in %.0f s", encoder, source, len(x), time.time() - t0)
+    log.warning("features %s %s: %d slices in %.0f s", run_name(encoder, block), source, len(x), time.time() - t0)
     return target
 
 
 TRAIN = {"epochs": 5, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "optimizer": "adamw", "patience": 2,
-         "label_smoothing": 0.1, "trainable": ["conv_head", "fc"]}
+         "label_smoothing": 0.1, "trainable": trainable_of(TAIL_BLOCK)}
 LIMITATIONS = [
     "Binary COVID-19 vs non-COVID. Other pneumonia on CT is one CC-CCII patient and two DRE-Net persons in the "
     "shared data: no class can be trained or validated on that, so they are only the external real-volume check; "
@@ -107,18 +124,20 @@ LIMITATIONS = [
     "shortcut checks (benchmarks/shortcuts_ct.py) before trusting a per-source figure.",
     "Soares has no patient ids: its split is by look-alike slice groups, which cannot rule out one patient on "
     "both sides; MosMed slices are split each alone (study ids unknown).",
-    "Frozen encoder (ImageNet then MoCo v2 on unlabelled shared CT, which included the real-volume check's "
-    "CC-CCII and DRE-Net slices without labels); only the head convolution and classifier were trained.",
+    "Encoder from ImageNet then MoCo v2 on unlabelled shared CT (which included the real-volume check's CC-CCII "
+    "and DRE-Net slices without labels); its early stages frozen (training.tail_block), no image augmentation.",
 ]
 WITHIN_SOURCE_VAL = ("soares", "mosmed", "ucsd")
 """Sources with both classes in val: the selection score is the mean of their val AUCs."""
 
 
-def recipe_config(encoder: str, epochs: int) -> RecipeConfig:
-    """Args: encoder: a key of `ENCODERS`. epochs: epochs of the tail. Returns: the ai-corona config of the model."""
+def recipe_config(encoder: str, epochs: int, block: int = TAIL_BLOCK, lr: float = TRAIN["lr"]) -> RecipeConfig:
+    """Args: encoder: a key of `ENCODERS`. epochs: epochs of the tail. block: stages frozen. lr: peak learning rate.
+    Returns: the ai-corona config of the model."""
     config = get_recipe("ai-corona", classes=CLASSES, unit="slice", input=SPEC)
     config.params = {"backbone": "lite0", "pretrained": ENCODERS[encoder], "dropout": 0.3}
-    config.train = {**TRAIN, "epochs": epochs, "patience": max(TRAIN["patience"], epochs // 3)}
+    config.train = {**TRAIN, "epochs": epochs, "patience": max(TRAIN["patience"], epochs // 3), "lr": lr,
+                    "trainable": trainable_of(block)}
     return config
 
 
@@ -129,11 +148,11 @@ class SliceTable:
         out: the run folder. encoder: whose maps to read. sources: which prepared sources.
     """
 
-    def __init__(self, out: Path, encoder: str, sources=tuple(SOURCES)) -> None:
+    def __init__(self, out: Path, encoder: str, sources=tuple(SOURCES), block: int = TAIL_BLOCK) -> None:
         maps, self.rows, start = [], {}, 0
         for source in sources:
             prep = np.load(out / f"prep-{source}.npz")
-            maps.append(np.load(out / f"feat-{encoder}-{source}.npy"))
+            maps.append(np.load(out / f"feat-{run_name(encoder, block)}-{source}.npy"))
             for i, study in enumerate(prep["study"]):
                 self.rows.setdefault(str(study), []).append(start + i)
             start += len(prep["study"])
@@ -234,8 +253,9 @@ def train_step(args) -> None:
     """Train, select on val, read test once, write ``OUT/chosen`` (see the module docstring)."""
     out, data = Path(args.out), Path(args.data)
     t_start = time.time()
-    config = recipe_config(args.encoder, args.epochs)
-    table = SliceTable(out, args.encoder)
+    block, tag = args.tail_block, run_name(args.encoder, args.tail_block)
+    config = recipe_config(args.encoder, args.epochs, block, args.lr)
+    table = SliceTable(out, args.encoder, block=block)
     parts = split_sources(source_records(data), seed=0)
     trainable = [s for s in parts if parts[s]["train"]]
     tr_rows, tr_y, tr_src = [], [], []
@@ -251,9 +271,9 @@ def train_step(args) -> None:
     weights = draw_weights(tr_src, tr_y)
     members, histories, folders, drawn_covid = [], {}, [], []
     for seed in args.seeds:
-        folder = out / f"{args.encoder}-e{args.epochs}-seed{seed}"
+        folder = out / f"{tag}-e{args.epochs}{'' if args.lr == TRAIN['lr'] else f'-lr{args.lr:g}'}-seed{seed}"
         net = encoder_net(args.encoder)
-        tail = Tail(net, TAIL_BLOCK)
+        tail = Tail(net, block)
         draws = np.random.default_rng(seed).choice(len(tr_rows), size=len(tr_rows), p=weights)
         drawn_covid.append(float(tr_y[draws].mean()))
         if args.reuse and (folder / CARD_FILE).is_file():
@@ -264,8 +284,9 @@ def train_step(args) -> None:
             histories[seed] = fit_tail(tail, config, table.maps[tr_rows[draws]], tr_y[draws], table.maps[va_rows],
                                        va_y, seed=seed)
             log.warning("seed %d: %s (%.0f s)", seed, histories[seed][-1], time.time() - t0)
-            card = new_card(config, f"ct-real-{args.encoder}-seed{seed}",
-                            training={"seed": seed, "seconds": round(time.time() - t0, 1), "history": histories[seed]})
+            card = new_card(config, f"ct-real-{tag}-seed{seed}",
+                            training={"seed": seed, "tail_block": block, "seconds": round(time.time() - t0, 1),
+                                      "history": histories[seed]})
             save_checkpoint(net, card, folder)
         members.append(tail.eval())
         folders.append(folder)
@@ -276,7 +297,8 @@ def train_step(args) -> None:
         val_scores[str(seed)]["mean"] = round(float(np.mean([per[s]["auc"]["value"] for s in per])), 4)
         log.warning("seed %s val %s", seed, val_scores[str(seed)])
     summary = {k: round(float(np.mean([v[k] for v in val_scores.values()])), 4) for k in val_scores[str(args.seeds[0])]}
-    print(json.dumps({"epochs": args.epochs, "val": val_scores, "mean_over_seeds": summary}), flush=True)
+    print(json.dumps({"run": tag, "epochs": args.epochs, "lr": args.lr, "val": val_scores, "mean_over_seeds": summary}),
+          flush=True)
     if args.val_only:
         return
     best = max(val_scores, key=lambda k: val_scores[k]["mean"])
@@ -290,7 +312,7 @@ def train_step(args) -> None:
     log.warning("chosen %s; temperature %.3f, threshold %.3f (pooled val, best F1)", best, temperature, threshold)
     metrics = {split: score_sources(chosen, table, parts, split, temperature, threshold, 2000)
                for split in ("val", "test")}
-    target = out / "chosen"
+    target = out / ("chosen" if block == TAIL_BLOCK else f"chosen-b{block}")
     shutil.copytree(folders[args.seeds.index(int(best))], target, dirs_exist_ok=True)
     held_out_volumes = sorted(Path(r.path).name for r in parts["sirm"]["test"])
     card = read_card(target)
@@ -299,9 +321,11 @@ def train_step(args) -> None:
                   "seconds": round(sum(read_card(f).training["seconds"] for f in folders), 1),
                   "scoring_seconds": round(time.time() - t_start, 1),
                   "prior_covid": round(drawn_covid[args.seeds.index(int(best))], 4),
-                  "how": f"frozen {args.encoder} Lite0 trunk (stem and all 7 stages, maps cached once); head "
-                         f"convolution + classifier trained on the cached maps (chestdx.train.cached.fit_tail), "
-                         f"(source, class) cells drawn 1/sqrt(n); seeds {args.seeds}, best on val chosen",
+                  "tail_block": block,
+                  "how": f"{args.encoder} Lite0, stem and the first {block} of 7 stages frozen (their maps cached "
+                         f"once); {', '.join(trainable_of(block))} trained on the cached maps "
+                         f"(chestdx.train.cached.fit_tail), (source, class) cells drawn 1/sqrt(n); seeds "
+                         f"{args.seeds}, best on val chosen",
                   "histories": {str(k): v for k, v in histories.items()},
                   "data": {"name": "real CT sources of ../shared/data (see fingerprint)",
                            # SIRM volumes of train and val: the real-volume check skips them
@@ -341,9 +365,13 @@ def main() -> None:
     parser.add_argument("--out", default="runs/ct-real")
     parser.add_argument("--encoder", nargs="+", default=["moco"])
     parser.add_argument("--sources", nargs="+", default=list(SOURCES))
+    parser.add_argument("--tail-block", type=int, default=TAIL_BLOCK, choices=range(STAGES + 1),
+                        help="Lite0 stages frozen and cached (7: only the head convolution and classifier train)")
+    parser.add_argument("--lr", type=float, default=TRAIN["lr"], help="peak learning rate (AdamW, one cycle)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(message)s")
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.step == "prepare":
@@ -352,7 +380,7 @@ def main() -> None:
     elif args.step == "features":
         for encoder in args.encoder:
             for source in args.sources:
-                feature_source(out, source, encoder)
+                feature_source(out, source, encoder, args.tail_block)
     else:
         args.encoder = args.encoder[0]
         train_step(args)

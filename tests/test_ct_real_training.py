@@ -1,5 +1,6 @@
 """The real-data CT training script's code on a handful of real slices per source: preparation, cached trunk
-maps, a tiny tail training, and a checkpoint that `chestdx predict` reads the way the cache scored it."""
+maps (all 7 stages frozen, or 5), a tiny tail training that changes only what it should, and a checkpoint that
+`chestdx predict` reads the way the cache scored it."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def cache(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("ct-real")
     for source, limit in SOURCES.items():
         script.prepare_source(shared_data, source, out, limit=limit)
-        script.feature_source(out, source, "imagenet")
+        for block in (script.TAIL_BLOCK, 5):
+            script.feature_source(out, source, "imagenet", block)
     return out
 
 
@@ -43,31 +45,35 @@ def test_every_source_is_prepared_alike(cache):
         assert (x.max(axis=(1, 2)) == 255).all()  # lung intensities stretched: no window left to learn
         maps = np.load(cache / f"feat-imagenet-{source}.npy")
         assert maps.shape == (len(x), 320, 7, 7) and maps.dtype == np.float16
+        assert np.load(cache / f"feat-imagenet-b5-{source}.npy").shape == (len(x), 112, 14, 14)  # entering stage 6
     volume = np.load(cache / "prep-cc-ccii-normal.npz")
     assert len(set(volume["study"])) == 1 and len(volume["study"]) > 5  # a CC-CCII scan: its lung slices
 
 
-def test_tiny_tail_training_gives_a_checkpoint_predict_reads_like_the_cache(cache, shared_data, tmp_path):
-    table = script.SliceTable(cache, "imagenet", sources=tuple(SOURCES))
+@pytest.mark.parametrize("block", [script.TAIL_BLOCK, 5])
+def test_tiny_tail_training_gives_a_checkpoint_predict_reads_like_the_cache(cache, shared_data, tmp_path, block):
+    table = script.SliceTable(cache, "imagenet", sources=tuple(SOURCES), block=block)
     studies = sorted(table.rows)
     y = np.array([int("COVID" in s or "CT-1" in s or "CT-2" in s) for s in studies])
     assert 0 < y.sum() < len(y)
     rows = [table.rows[s] for s in studies]
     maps = np.concatenate([table.maps[r] for r in rows])
     labels = np.concatenate([[c] * len(r) for c, r in zip(y, rows)])
-    config = script.recipe_config("imagenet", epochs=2)
+    config = script.recipe_config("imagenet", epochs=2, block=block)
     config.train["batch_size"] = 8
     net = script.encoder_net("imagenet")
-    head_before = net.fc.weight.detach().clone()
-    history = fit_tail(Tail(net, script.TAIL_BLOCK), config, maps, labels, maps, labels, seed=0)
-    assert len(history) == 2 and not torch.equal(head_before, net.fc.weight)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    history = fit_tail(Tail(net, block), config, maps, labels, maps, labels, seed=0)
+    changed = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("blocks.") else "")
+               for k, v in net.state_dict().items() if v.dtype.is_floating_point and not torch.equal(before[k], v)}
+    assert len(history) == 2 and changed == {f"blocks.{i}" for i in range(block, 7)} | {"conv_head", "fc"}
     save_checkpoint(net, new_card(config, "tiny-ct-real"), tmp_path / "model")
     export_onnx(net, tmp_path / "model", script.SPEC.size)
     model = load_model(tmp_path / "model")
     assert model.config.input.lungs_only and model.config.input.upright and model.sessions
 
     slice_path = Path(next(s for s in studies if "ct-sars-cov-2-soares" in s))
-    cached = script.study_logits([Tail(model.net, script.TAIL_BLOCK)], table.maps[table.rows[str(slice_path)]],
+    cached = script.study_logits([Tail(model.net, block)], table.maps[table.rows[str(slice_path)]],
                                  np.zeros(len(table.rows[str(slice_path)]), int))
     p_cached = torch.softmax(torch.from_numpy(cached), 1)[0, 1].item()
     answer = prediction_record(diagnose(load_study(slice_path, kind="ct-slice", progress=False), model))
@@ -75,7 +81,7 @@ def test_tiny_tail_training_gives_a_checkpoint_predict_reads_like_the_cache(cach
 
     scan = Path(next(s for s in studies if "cc-ccii-normal" in s))
     rows = table.rows[str(scan)]
-    cached = script.study_logits([Tail(model.net, script.TAIL_BLOCK)], table.maps[rows], np.zeros(len(rows), int))
+    cached = script.study_logits([Tail(model.net, block)], table.maps[rows], np.zeros(len(rows), int))
     answer = prediction_record(diagnose(load_study(scan, progress=False), model))
     assert len(answer["slices_used"]) == len(rows)
     assert answer["probabilities"]["covid"] == pytest.approx(torch.softmax(torch.from_numpy(cached), 1)[0, 1].item(),
