@@ -17,11 +17,13 @@ Reads the slice cache of ``scripts/train_real_ct.py`` (``--run``) and its splits
    the same for all of them (what it says on an image without lung), compared with the
    training prior.
 5. With ``--compare NAME``: another model (e.g. the previous ``ct-default``) through the same
-   predict path on the test splits of the sources with both classes and of the CC-CCII normals.
+   predict path on the test splits (``--split val``: the val splits, for a selection rule) of the
+   sources with both classes and of the CC-CCII normals; with ``--split val`` the mean within-source
+   AUC (Soares, MosMed, UCSD) is printed too.
 
 Usage:
     python benchmarks/shortcuts_ct.py [--run runs/ct-real] [--model runs/ct-real/chosen] [--data ../shared/data]
-        [--compare ct-default] [--only compare]
+        [--compare ct-default] [--only compare] [--split val]
 """
 
 from __future__ import annotations
@@ -70,9 +72,14 @@ def _cell(entry) -> str:
     return f"{entry['value']:.3f}{ci}"
 
 
+def tail_block(model) -> int:
+    """Returns: the stages a `train_real_ct.py` model kept frozen (the maps its tail reads)."""
+    return model.card.training.get("tail_block", TAIL_BLOCK)
+
+
 def members_of(model) -> list[Tail]:
     """Returns: one tail per member of a loaded ai-corona model (an ensemble or one network)."""
-    return [Tail(m, TAIL_BLOCK) for m in getattr(model.net, "members", [model.net])]
+    return [Tail(m, tail_block(model)) for m in getattr(model.net, "members", [model.net])]
 
 
 def slice_features(tails: list[Tail], maps: np.ndarray) -> np.ndarray:
@@ -122,8 +129,8 @@ def source_classifier(model, table, parts) -> None:
               f"({1 / len(sources):.3f}) | " + ", ".join(f"{s} {v:.2f}" for s, v in recall.items()) + " |")
 
 
-def leave_one_source_out(table, parts, encoder: str) -> None:
-    probe = Tail(encoder_net(encoder), TAIL_BLOCK)
+def leave_one_source_out(table, parts, encoder: str, block: int) -> None:
+    probe = Tail(encoder_net(encoder), block)
     feats, labels = {}, {}
     for source in TRAINABLE:
         for split in ("train", "val", "test"):
@@ -190,14 +197,16 @@ def _load(rec):
     return load_study(rec.path, kind=None if Path(rec.path).is_dir() else "ct-slice", progress=False)
 
 
-def compare_model(name: str, parts, sources=("soares", "mosmed", "cc-ccii-normal")) -> None:
+def compare_model(name: str, parts, split: str = "test",
+                  sources=("soares", "mosmed", "ucsd", "cc-ccii-normal")) -> None:
     model = load_model(name)
-    print(f"\n## 5. {model.name} ({name}) on the same test splits, through the predict path "
+    print(f"\n## 5. {model.name} ({name}) on the same {split} splits, through the predict path "
           f"(threshold {model.threshold:.3f})\n")
     print("| source | studies (COVID-19) | AUC | sensitivity | specificity |")
     print("|---|---|---|---|---|")
+    within = []
     for source in sources:
-        recs = parts[source]["test"]
+        recs = parts[source][split]
         probs, kept = [], []
         for rec in recs:
             try:
@@ -213,6 +222,9 @@ def compare_model(name: str, parts, sources=("soares", "mosmed", "cc-ccii-normal
         m = res["metrics"]
         print(f"| {source} | {len(kept)} ({int(y.sum())}) | {_cell(m.get('auc'))} | {_cell(m.get('sensitivity'))} | "
               f"{_cell(m.get('specificity'))} |")
+        if isinstance(m.get("auc"), dict) and m["auc"].get("value") is not None:
+            within.append(m["auc"]["value"])
+    print(f"\nMean within-source {split} AUC over {len(within)} sources with both classes: {np.mean(within):.4f}")
 
 
 def main() -> None:
@@ -224,19 +236,20 @@ def main() -> None:
     parser.add_argument("--blanked-per-source", type=int, default=8)
     parser.add_argument("--compare", help="also score this model (bundled name or folder) on the test splits")
     parser.add_argument("--only", choices=["compare"], help="run only the comparison")
+    parser.add_argument("--split", choices=["test", "val"], default="test", help="the comparison's split")
     args = parser.parse_args()
     torch.set_num_threads(1)
     parts = split_sources(source_records(Path(args.data)), seed=0)
     if args.only == "compare":
-        compare_model(args.compare, parts)
+        compare_model(args.compare, parts, args.split)
         return
     model = load_model(args.model)
-    table = SliceTable(Path(args.run), args.encoder)
+    table = SliceTable(Path(args.run), args.encoder, block=tail_block(model))
     counts = Counter(r.label in COVID_LABELS for s in TRAINABLE for r in parts[s]["test"])
     print(f"model {model.name} ({args.model}); test studies: {counts[True]} COVID-19, {counts[False]} non-COVID")
     per_source_table(model, table, parts)
     source_classifier(model, table, parts)
-    leave_one_source_out(table, parts, args.encoder)
+    leave_one_source_out(table, parts, args.encoder, tail_block(model))
     lungs_blanked(model, parts, args.blanked_per_source)
     if args.compare:
         compare_model(args.compare, parts)
