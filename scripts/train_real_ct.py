@@ -34,6 +34,7 @@ Usage:
     python scripts/train_real_ct.py train --encoder moco --seeds 0 1 2 --epochs N --reuse      # the chosen: test read once
     python scripts/train_real_ct.py features --tail-block 5        # last two stages fine-tuned (OUT/chosen-b5)
     python scripts/train_real_ct.py train --tail-block 5 --seeds 0 1 2 --epochs 8 --val-only
+    python scripts/train_real_ct.py train --tail-block 5 --seeds 0 --epochs 8 --hold-out soares   # leave one source out
 """
 
 from __future__ import annotations
@@ -249,6 +250,32 @@ def fingerprint(table: SliceTable, parts: dict, data: Path) -> dict:
             "sources": counts}
 
 
+def operating_point(members: list[Tail], table: SliceTable, val: list[CaseRecord]) -> tuple[float, float]:
+    """Returns: the temperature and the best-F1 threshold of ``members`` on the pooled val studies ``val``."""
+    records = table.present(val)
+    rows, _, study = table.select(records)
+    logits = study_logits(members, table.maps[rows], study)
+    y = np.array([int(r.label in COVID_LABELS) for r in records])
+    temperature = TemperatureScaler().fit(logits, y).temperature_
+    return temperature, choose_operating_point(y, _probs(logits, temperature)[:, 1], "f1")
+
+
+def held_out_test(source: str, members: list[Tail], seeds: list[int], table: SliceTable, parts: dict,
+                  trainable: list[str]) -> None:
+    """Leave-one-source-out: each seed's network, trained without ``source``, read on its test split at the
+    operating point of the other sources' pooled val split; prints one JSON line."""
+    result = {}
+    for seed, tail in zip(seeds, members):
+        temperature, threshold = operating_point([tail], table, [r for s in trainable for r in parts[s]["val"]])
+        m = score_sources([tail], table, {source: parts[source]}, "test", temperature, threshold, 2000)[source]
+        result[str(seed)] = {"threshold": round(float(threshold), 4),
+                             **{k: m[k] for k in ("n_studies", "n_covid", "n_patients", "auc", "sensitivity",
+                                                  "specificity")}}
+    aucs = [r["auc"]["value"] for r in result.values() if isinstance(r["auc"], dict) and r["auc"]["value"] is not None]
+    print(json.dumps({"held_out": source, "trained_on": trainable, "test": result,
+                      "auc_mean_over_seeds": round(float(np.mean(aucs)), 4) if aucs else None}), flush=True)
+
+
 def train_step(args) -> None:
     """Train, select on val, read test once, write ``OUT/chosen`` (see the module docstring)."""
     out, data = Path(args.out), Path(args.data)
@@ -257,7 +284,8 @@ def train_step(args) -> None:
     config = recipe_config(args.encoder, args.epochs, block, args.lr)
     table = SliceTable(out, args.encoder, block=block)
     parts = split_sources(source_records(data), seed=0)
-    trainable = [s for s in parts if parts[s]["train"]]
+    trainable = [s for s in parts if parts[s]["train"] and s != args.hold_out]
+    within = [s for s in WITHIN_SOURCE_VAL if s != args.hold_out]
     tr_rows, tr_y, tr_src = [], [], []
     for source in trainable:
         rows, y, _ = table.select(parts[source]["train"])
@@ -271,7 +299,8 @@ def train_step(args) -> None:
     weights = draw_weights(tr_src, tr_y)
     members, histories, folders, drawn_covid = [], {}, [], []
     for seed in args.seeds:
-        folder = out / f"{tag}-e{args.epochs}{'' if args.lr == TRAIN['lr'] else f'-lr{args.lr:g}'}-seed{seed}"
+        folder = out / (f"{tag}-e{args.epochs}{'' if args.lr == TRAIN['lr'] else f'-lr{args.lr:g}'}"
+                        f"{f'-without-{args.hold_out}' if args.hold_out else ''}-seed{seed}")
         net = encoder_net(args.encoder)
         tail = Tail(net, block)
         draws = np.random.default_rng(seed).choice(len(tr_rows), size=len(tr_rows), p=weights)
@@ -292,23 +321,21 @@ def train_step(args) -> None:
         folders.append(folder)
     val_scores = {}
     for seed, tail in zip(args.seeds, members):
-        per = score_sources([tail], table, {s: parts[s] for s in WITHIN_SOURCE_VAL}, "val", 1.0, 0.5, 200)
+        per = score_sources([tail], table, {s: parts[s] for s in within}, "val", 1.0, 0.5, 200)
         val_scores[str(seed)] = {s: round(per[s]["auc"]["value"], 4) for s in per}
         val_scores[str(seed)]["mean"] = round(float(np.mean([per[s]["auc"]["value"] for s in per])), 4)
         log.warning("seed %s val %s", seed, val_scores[str(seed)])
     summary = {k: round(float(np.mean([v[k] for v in val_scores.values()])), 4) for k in val_scores[str(args.seeds[0])]}
     print(json.dumps({"run": tag, "epochs": args.epochs, "lr": args.lr, "val": val_scores, "mean_over_seeds": summary}),
           flush=True)
+    if args.hold_out:
+        held_out_test(args.hold_out, members, args.seeds, table, parts, trainable)
+        return
     if args.val_only:
         return
     best = max(val_scores, key=lambda k: val_scores[k]["mean"])
     chosen = [members[args.seeds.index(int(best))]]
-    va_study_recs = table.present([r for s in trainable for r in parts[s]["val"]])
-    rows, _, study = table.select(va_study_recs)
-    logits = study_logits(chosen, table.maps[rows], study)
-    y_val = np.array([int(r.label in COVID_LABELS) for r in va_study_recs])
-    temperature = TemperatureScaler().fit(logits, y_val).temperature_
-    threshold = choose_operating_point(y_val, _probs(logits, temperature)[:, 1], "f1")
+    temperature, threshold = operating_point(chosen, table, [r for s in trainable for r in parts[s]["val"]])
     log.warning("chosen %s; temperature %.3f, threshold %.3f (pooled val, best F1)", best, temperature, threshold)
     metrics = {split: score_sources(chosen, table, parts, split, temperature, threshold, 2000)
                for split in ("val", "test")}
@@ -369,6 +396,8 @@ def main() -> None:
                         help="Lite0 stages frozen and cached (7: only the head convolution and classifier train)")
     parser.add_argument("--lr", type=float, default=TRAIN["lr"], help="peak learning rate (AdamW, one cycle)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--hold-out", choices=("soares", "mosmed", "ucsd", "cc-ccii-normal", "sirm", "medseg"),
+                        help="leave-one-source-out: train without this source, read its test split, write no model")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
