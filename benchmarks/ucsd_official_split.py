@@ -1,7 +1,7 @@
 """UCSD COVID-CT official split: our model's test metrics with CIs beside the published results.
 
-The model is the bundled default (trained by ``scripts/train_default_ct.py`` on the
-official train split, selected on val) or any checkpoint given with ``--model``. Test
+The model is the bundled default CT model or any model given with ``--model`` (``ct-ucsd``:
+trained by ``scripts/train_ucsd_ct.py`` on the official train split, selected on val). Test
 metrics come with 95% CIs from a bootstrap over patients (non-COVID images have no patient
 id: each source figure counts as one patient).
 

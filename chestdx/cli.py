@@ -633,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", help="train a recipe; writes model.pt + metadata.json")
     p.add_argument("--recipe", help="recipe name with its default config (see `chestdx recipes`)")
-    p.add_argument("--variant", help="a registered variant, e.g. ct-default: the full config a bundled model was "
+    p.add_argument("--variant", help="a registered variant, e.g. ct-ucsd: the full config a bundled model was "
                                      "trained with (one network; see `chestdx recipes` for how it was assembled)")
     p.add_argument("--data", required=True, help="ADAPTER:PATH, e.g. ucsd:../shared/data/ucsd-covid-ct")
     p.add_argument("--val", help="ADAPTER:PATH for validation (default: the data's official split or a patient split)")

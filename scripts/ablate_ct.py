@@ -3,7 +3,7 @@
 Each row is the configuration of the row it names as ``base`` plus one ingredient, trained
 on the official train split with a fixed seed and scored on the official **val** split
 (AUC of the best epoch, and the same checkpoint with horizontal-flip test-time
-augmentation). The test split is never read here: `scripts/train_default_ct.py` reads it
+augmentation). The test split is never read here: `scripts/train_ucsd_ct.py` reads it
 once per final candidate. One JSON line per row is appended to ``OUT/ablation.jsonl``.
 
 With ``--ensemble-seeds 0 1 ... N`` the rows' runs of those seeds (trained where missing) are
@@ -69,9 +69,9 @@ ROWS: dict[str, tuple[str | None, dict]] = {
     # The MoCo encoder on the kept 20-epoch row (measured with the encoder of 2026-12-02: 30 epochs, lr 0.00375).
     "moco-long-20": ("long-20", {"params": {"pretrained": "ct-moco-lite0"}}),
     # One network taught by the bundled three-member ensemble: ensemble-like ranking at one
-    # network's cost, if the student learns it. Measured (docs/accuracy.md) with the ct-default of
+    # network's cost, if the student learns it. Measured (docs/accuracy.md) with the ct-ucsd (then ct-default) of
     # commit ed46ba3, the lung-crop ensemble (val AUC 0.899); the student's card names its teacher.
-    "distil": ("lung-crop", {"train": {"distil": {"teacher": "ct-default", "weight": 0.5, "temperature": 2.0}}}),
+    "distil": ("lung-crop", {"train": {"distil": {"teacher": "ct-ucsd", "weight": 0.5, "temperature": 2.0}}}),
 }
 
 

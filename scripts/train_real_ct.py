@@ -1,4 +1,4 @@
-"""Train the CT model on every real CT source together, from cached trunk features.
+"""Train the default CT model (`ct-default`) on every real CT source together, from cached feature maps.
 
 Steps (each cached under ``--out``, so a rerun skips what is done):
 
@@ -16,7 +16,9 @@ Steps (each cached under ``--out``, so a rerun skips what is done):
    its members would share one frozen trunk and still cost three trunks at prediction.) Only
    the chosen network is then scored on the test splits (one read), per source with
    patient-bootstrap CIs, and written as a checkpoint with its ONNX export and card
-   (``OUT/chosen``). Seeds already trained in ``OUT`` are reused with ``--reuse``.
+   (``OUT/chosen``, ``OUT/chosen-b<B>`` for another tail block), named ``ct-default``. Seeds already
+   trained in ``OUT`` are reused with ``--reuse``. (Until 2026-12-07 the all-frozen network was bundled
+   as ``ct-real``; the network fine-tuned after five frozen stages replaced it, docs/accuracy.md.)
 
 Classes: COVID-19 vs non-COVID. Other pneumonia on CT is one CC-CCII patient and two DRE-Net
 persons: too few to train and validate a class on, so they stay the external check
@@ -343,7 +345,7 @@ def train_step(args) -> None:
     shutil.copytree(folders[args.seeds.index(int(best))], target, dirs_exist_ok=True)
     held_out_volumes = sorted(Path(r.path).name for r in parts["sirm"]["test"])
     card = read_card(target)
-    card.name, card.temperature, card.threshold = "ct-real", round(float(temperature), 4), round(float(threshold), 4)
+    card.name, card.temperature, card.threshold = "ct-default", round(float(temperature), 4), round(float(threshold), 4)
     card.training = {**card.training,
                   "seconds": round(sum(read_card(f).training["seconds"] for f in folders), 1),
                   "scoring_seconds": round(time.time() - t_start, 1),

@@ -1,11 +1,11 @@
-"""Train the seed CT recipes on the real CT data, on `ct-real`'s splits, and score them the same way.
+"""Train the seed CT recipes on the real CT data, on `ct-default`'s splits, and score them the same way.
 
 Recipes: ``cnn-bilstm`` (Kara et al.), ``dre-net`` (Song et al.), ``residual-attention``
-(Yazdani et al.); ``ai-corona`` is `ct-real` (``scripts/train_real_ct.py``), scored here with the
+(Yazdani et al.); ``ai-corona`` is `ct-default` (``scripts/train_real_ct.py``), scored here with the
 same ``evaluate`` step. Every recipe keeps its paper's network, slice selection, aggregation and
-explanation; for the real data all of them take binary COVID-19 vs non-COVID (as `ct-real`: other
+explanation; for the real data all of them take binary COVID-19 vs non-COVID (as `ct-default`: other
 pneumonia on CT is too scarce to train a class) and lungs-only, lung-cropped, upright slices (as
-`ct-real`), so that the comparison is between recipes and not between preprocessing.
+`ct-default`), so that the comparison is between recipes and not between preprocessing.
 
 Steps (each cached under ``--out``, so a rerun skips what is done):
 
@@ -23,7 +23,7 @@ Usage:
     python scripts/train_recipes.py prepare --recipe cnn-bilstm
     python scripts/train_recipes.py train --recipe cnn-bilstm --max-minutes 20
     python scripts/train_recipes.py evaluate --recipe cnn-bilstm
-    python scripts/train_recipes.py evaluate --model ct-real --recipe ai-corona
+    python scripts/train_recipes.py evaluate --model ct-default --recipe ai-corona
     python scripts/train_recipes.py install --recipe cnn-bilstm      # into chestdx/weights/ct-cnn-bilstm
 """
 
@@ -54,7 +54,7 @@ from chestdx.train.real_ct import CLASSES, SOURCES, is_covid, prepare_source, so
 log = logging.getLogger("train_recipes")
 
 REAL_DATA = {"lungs_only": True, "lung_crop": True, "upright": True, "window": "lung"}
-"""What every recipe's input spec takes from `ct-real`'s (`chestdx.train.real_ct.SPEC`)."""
+"""What every recipe's input spec takes from `ct-default`'s (`chestdx.train.real_ct.SPEC`)."""
 CHEAP_AUGMENT = {"elastic": 0, "blur": 0}
 """The loop's augmentations but the two costliest per slice on a CPU (elastic distortion, Gaussian blur)."""
 SCHEDULES = {
@@ -71,7 +71,7 @@ SIZES = {"dre-net": {"size": 128}, "residual-attention": {"size": 128}}
 (a float32 training step on one thread of that CPU, under load: 0.5 s per slice for dre-net and 0.2 s for
 residual-attention at 128 px, 1.8 s and 0.45 s at 224 px)."""
 LIMITATIONS = [
-    "Binary COVID-19 vs non-COVID, trained from scratch on the real CT sources of ../shared/data (as ct-real, same "
+    "Binary COVID-19 vs non-COVID, trained from scratch on the real CT sources of ../shared/data (as ct-default, same "
     "patient-grouped splits): other pneumonia on CT is one CC-CCII patient and two DRE-Net persons, too few to "
     "train or validate a class on, so P(COVID-19) does not mean 'not other pneumonia'.",
     "8-bit slices only in training (lung-window renderings, JPEG/PNG, no pixel spacing); HU studies are windowed "
@@ -94,7 +94,7 @@ DEVIATIONS = {
                           "instead of 64-1024.",
 }
 MODEL_NAMES = {"cnn-bilstm": "ct-cnn-bilstm", "dre-net": "ct-dre-net", "residual-attention": "ct-residual-attention",
-               "ai-corona": "ct-real"}
+               "ai-corona": "ct-default"}
 
 
 def recipe_config(recipe: str, max_minutes: float | None) -> RecipeConfig:
@@ -261,7 +261,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["prepare", "train", "evaluate", "install"])
     parser.add_argument("--recipe", required=True, choices=[*SCHEDULES, "ai-corona"])
-    parser.add_argument("--model", help="evaluate this model instead of OUT/<recipe> (e.g. ct-real)")
+    parser.add_argument("--model", help="evaluate this model instead of OUT/<recipe> (e.g. ct-default)")
     parser.add_argument("--max-minutes", type=float, default=None, help="time budget of each training stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

@@ -343,9 +343,9 @@ def test_preview_of_an_xray_draws_no_lung_outline(tmp_path):
 def test_recipes_shows_classes_data_and_headline(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
-    assert "ct-default" in out and "non-covid, covid" in out and "UCSD COVID-CT" in out
+    assert "ct-ucsd" in out and "non-covid, covid" in out and "UCSD COVID-CT" in out
     assert "test AUC 0.867" in out and "level image" in out
-    assert "test AUC per source (study level): soares 0.878 (0.762-0.956)" in out  # ct-real: per-source results
+    assert "test AUC per source (study level): soares 0.909 (0.818-0.970)" in out  # ct-default: per-source results
 
 
 # ----------------------------------------------------------------------------- overlays

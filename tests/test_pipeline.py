@@ -78,7 +78,11 @@ def test_prediction_record_keeps_its_keys_and_adds_the_limitations(study_dir):
     assert {"kind", "probabilities", "decision", "threshold", "model", "slices_used", "top_slices", "timing_s",
             "warnings"} <= set(record)
     assert set(record["model"]) >= {"name", "recipe", "classes", "trained_on", "val_auc", "temperature", "intended_use"}
-    assert isinstance(record["model"]["val_auc"], float)  # a number, not the card's {value, ci} entry
+    # the card's results by source (the default CT model's), not its {value, ci} entries
+    assert record["model"]["val_auc"] is None and record["model"]["test_auc_by_source"]["soares"] == pytest.approx(0.9095)
+    assert all(isinstance(v, float) for v in record["model"]["val_auc_by_source"].values())
+    ucsd = prediction_record(diagnose(d.study, load_model("ct-ucsd")))["model"]
+    assert isinstance(ucsd["val_auc"], float) and "val_auc_by_source" not in ucsd  # one pooled figure
     assert record["limitations"] == d.model.card.limitations and record["limitations"]
     text = prediction_text(record)
     assert "research use only" in text and record["limitations"][0] in text
@@ -92,7 +96,7 @@ def test_load_model_is_cached_until_the_checkpoint_changes(tmp_path):
     a = load_model(copy)
     assert load_model(copy) is a and a is not first
     card = copy / "metadata.json"
-    card.write_text(card.read_text().replace('"threshold": 0.4549', '"threshold": 0.6'))
+    card.write_text(json.dumps({**json.loads(card.read_text()), "threshold": 0.6}))
     os.utime(card, ns=(card.stat().st_atime_ns, card.stat().st_mtime_ns + 10**9))
     b = load_model(copy)
     assert b is not a and b.threshold == 0.6
@@ -137,22 +141,22 @@ def test_fingerprint_warns_about_a_study_outside_the_training_data(study_dir):
 
 
 def test_a_hu_study_is_diagnosed_by_a_model_whose_card_gives_the_spacing_in_words(study_dir):
-    model = load_model("ct-real")  # its fingerprint: pixel_spacing_mm "unknown (8-bit images carry no spacing)"
+    model = load_model("ct-default")  # its fingerprint: pixel_spacing_mm "unknown (8-bit images carry no spacing)"
     assert isinstance(model.card.fingerprint["pixel_spacing_mm"], str)
     d = diagnose(load_study(study_dir, progress=False), model)  # a HU DICOM series: was a TypeError
     assert len(d.probabilities) == len(model.config.classes) and abs(float(d.probabilities.sum()) - 1) < 1e-5
 
 
-def test_ct_default_is_a_variant_that_train_reproduces(monkeypatch, tmp_path):
-    variant = get_variant("ct-default")
-    shipped = load_model("ct-default").config.to_dict()
+def test_ct_ucsd_is_a_variant_that_train_reproduces(monkeypatch, tmp_path):
+    variant = get_variant("ct-ucsd")
+    shipped = load_model("ct-ucsd").config.to_dict()
     assert shipped["params"].pop("members") == len(variant.seeds) == 3
     assert variant.config.to_dict() == shipped
     seen = {}
     import chestdx.train.run as run
 
     monkeypatch.setattr(run, "train_command", lambda config, *a, **k: seen.setdefault("config", config) and {})
-    assert main(["--quiet", "train", "--variant", "ct-default", "--data", "folder:x", "--out", str(tmp_path)]) == 0
+    assert main(["--quiet", "train", "--variant", "ct-ucsd", "--data", "folder:x", "--out", str(tmp_path)]) == 0
     assert seen["config"].to_dict() == variant.config.to_dict()
     assert main(["--quiet", "train", "--data", "folder:x", "--out", str(tmp_path)]) == 2
 

@@ -206,14 +206,20 @@ class ModelCard:
         return out
 
     def summary(self) -> dict:
-        """Returns: what a prediction reports about its model: name, recipe, classes, data, val/test AUC, use."""
+        """Returns: what a prediction reports about its model: name, recipe, classes, data, val/test AUC (per source,
+        ``<split>_auc_by_source``, for a card that records its results by source), use."""
         def value(split):
             m = self.headline_auc(split)
             return None if m is None else m.value
 
-        return {"name": self.name, "recipe": self.recipe.name, "classes": list(self.classes),
-                "trained_on": (self.training.get("data") or {}).get("name"), "val_auc": value("val"),
-                "test_auc": value("test"), "temperature": self.temperature, "intended_use": self.intended_use}
+        out = {"name": self.name, "recipe": self.recipe.name, "classes": list(self.classes),
+               "trained_on": (self.training.get("data") or {}).get("name"), "val_auc": value("val"),
+               "test_auc": value("test"), "temperature": self.temperature, "intended_use": self.intended_use}
+        for split in ("val", "test"):
+            by_source = self.source_aucs(split)
+            if by_source:
+                out[f"{split}_auc_by_source"] = {s: round(m.value, 4) for s, m in by_source.items()}
+        return out
 
     def to_dict(self) -> dict:
         """Returns: the JSON form written to ``metadata.json`` (``classes`` and ``input`` repeated at the top for readers)."""

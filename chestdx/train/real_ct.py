@@ -1,6 +1,6 @@
 """The real CT training data of ``../shared/data``: sources, records, splits and the prepared-slice cache.
 
-Shared by every script that trains a CT model on it (``scripts/train_real_ct.py`` for `ct-real`,
+Shared by every script that trains a CT model on it (``scripts/train_real_ct.py`` for `ct-default`,
 ``scripts/train_recipes.py`` for the seed recipes), so that all of them train and are tested on the
 same patients.
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SPEC = InputSpec(window="lung", selection="lung", lung_filter="min-area", min_lung_fraction=0.25, max_slices=48,
                  lung_crop=True, lungs_only=True, upright=True, size=224, channels=3, normalise="imagenet")
-"""`ct-real`'s input: lung slices, lungs only, lung crop, upright, 224 px."""
+"""`ct-default`'s input: lung slices, lungs only, lung crop, upright, 224 px."""
 
 # source -> (folder under the data folder, glob of its studies: slice files or volume folders).
 SOURCES = {

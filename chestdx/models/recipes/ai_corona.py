@@ -29,9 +29,10 @@ def build_ai_corona(config: RecipeConfig) -> EfficientNetClassifier | EfficientN
     return EfficientNetClassifier(num_classes=len(config.classes), **params)
 
 
-# The bundled `ct-default`: the `moco-long-20` row of scripts/ablate_ct.py (docs/accuracy.md).
+# The bundled `ct-ucsd` (the default CT model until 2026-12-07): the `moco-long-20` row of scripts/ablate_ct.py
+# (docs/accuracy.md).
 register_variant(Variant(
-    name="ct-default",
+    name="ct-ucsd",
     config=RecipeConfig(
         name="ai-corona",
         input=InputSpec(window="lung", selection="lung", lung_filter="min-area", min_lung_fraction=0.25, max_slices=48,
@@ -46,7 +47,7 @@ register_variant(Variant(
     seeds=(0, 1, 2),
     calibrate="f1",
     data="ucsd:ucsd-covid-ct",
-    notes="one network per seed (`chestdx train --variant ct-default --seed S`), put together with "
+    notes="one network per seed (`chestdx train --variant ct-ucsd --seed S`), put together with "
           "`chestdx ensemble`, temperature and F1 operating point fitted on the official val split with "
           "`chestdx calibrate --target f1`",
 ))

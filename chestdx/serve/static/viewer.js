@@ -157,7 +157,9 @@ function showResult(id, record) {
     ...quantificationView(record.quantification),
     el("h3", {}, "Model"),
     el("p", {}, `${model.name} (${model.recipe}), trained on ${model.trained_on || "?"}` +
-      (model.val_auc != null ? `, validation AUC ${model.val_auc.toFixed(3)}` : "")),
+      (model.val_auc != null ? `, validation AUC ${model.val_auc.toFixed(3)}` : "") +
+      (model.test_auc_by_source ? ", test AUC by source: " + Object.entries(model.test_auc_by_source)
+        .map(([source, auc]) => `${source} ${auc.toFixed(3)}`).join(", ") : "")),
     el("h3", {}, "Limitations"),
     el("ul", {}, ...record.limitations.map((text) => el("li", {}, text))),
     el("p", {}, reportLink("html", "Open report"), " ", reportLink("pdf", "Download PDF")),

@@ -1,4 +1,4 @@
-"""Train the bundled default CT model on UCSD COVID-CT's official split, over several seeds.
+"""Train `ct-ucsd` (the default CT model until 2026-12-07) on UCSD COVID-CT's official split, over several seeds.
 
 The configuration is a row of `scripts/ablate_ct.py` (chosen there on **val** only). It
 is trained on the official train split with each seed. With ``--members K`` consecutive
@@ -8,12 +8,12 @@ for the per-seed figures of the recipe (recorded, never installed). Each single 
 ensemble is a final candidate: its
 temperature and operating point (the threshold of the best val F1) are fitted on val, then it
 is scored once on val and once on test with patient-bootstrap CIs. The candidate with the best
-val AUC is installed as ``chestdx/weights/ct-default`` with its ONNX export; its card carries
+val AUC is installed as ``chestdx/weights/ct-ucsd`` with its ONNX export; its card carries
 every candidate's figures, their mean and sd, each member's val AUC and the ablation table.
 Runs already made by the ablation (same row and seed, ``--reuse``) are not trained again.
 
 Usage:
-    python scripts/train_default_ct.py --row lung-crop --seeds 0 1 2 [--members 3 [--score-members]] \
+    python scripts/train_ucsd_ct.py --row lung-crop --seeds 0 1 2 [--members 3 [--score-members]] \
         [--reuse runs/ablation] [--install]
 """
 
@@ -121,10 +121,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--members", type=int, default=1, help="seeds per candidate (>1: deep ensembles)")
     parser.add_argument("--score-members", action="store_true", help="also score each ensemble member alone")
-    parser.add_argument("--out", default="runs/ct-default")
+    parser.add_argument("--out", default="runs/ct-ucsd")
     parser.add_argument("--reuse", help="folder of ablation runs (<row>-seed<k>) to take instead of training")
     parser.add_argument("--ablation", default="runs/ablation/ablation.jsonl", help="ablation results for the card")
-    parser.add_argument("--install", action="store_true", help="copy the chosen candidate to chestdx/weights/ct-default")
+    parser.add_argument("--install", action="store_true", help="copy the chosen candidate to chestdx/weights/ct-ucsd")
     args = parser.parse_args()
     if len(args.seeds) % args.members:
         parser.error(f"{len(args.seeds)} seeds do not split into ensembles of {args.members}")
@@ -155,7 +155,7 @@ def main() -> None:
     print("chosen candidate (best val AUC): seeds", best, flush=True)
     chosen = folders[best]
     card = read_card(chosen)
-    card.name = "ct-default"
+    card.name = "ct-ucsd"
     card.metrics = {split: MetricSet.parse(results[best][split], split) for split in ("val", "test")}
     ablation = Path(args.ablation)
     card.selection = {
@@ -177,7 +177,7 @@ def main() -> None:
     write_card(card, chosen)
     print(json.dumps(card.selection["mean_over_candidates"]), flush=True)
     if args.install:
-        target = WEIGHTS_DIR / "ct-default"
+        target = WEIGHTS_DIR / "ct-ucsd"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(chosen, target)
         print("installed", target)
