@@ -37,6 +37,7 @@ Usage:
     python scripts/train_real_ct.py features --tail-block 5        # last two stages fine-tuned (OUT/chosen-b5)
     python scripts/train_real_ct.py train --tail-block 5 --seeds 0 1 2 --epochs 8 --val-only
     python scripts/train_real_ct.py train --tail-block 5 --seeds 0 --epochs 8 --hold-out soares   # leave one source out
+    python scripts/train_real_ct.py train --tail-block 5 --seeds 0 1 2 --epochs 8 --reuse --score-seeds
 """
 
 from __future__ import annotations
@@ -262,20 +263,29 @@ def operating_point(members: list[Tail], table: SliceTable, val: list[CaseRecord
     return temperature, choose_operating_point(y, _probs(logits, temperature)[:, 1], "f1")
 
 
-def held_out_test(source: str, members: list[Tail], seeds: list[int], table: SliceTable, parts: dict,
-                  trainable: list[str]) -> None:
-    """Leave-one-source-out: each seed's network, trained without ``source``, read on its test split at the
-    operating point of the other sources' pooled val split; prints one JSON line."""
+def test_each_seed(sources: list[str], members: list[Tail], seeds: list[int], table: SliceTable, parts: dict,
+                   trainable: list[str], held_out: str | None = None) -> None:
+    """Each seed's network read on the test splits of ``sources``, at the operating point of the pooled val split of
+    the sources it was trained on; prints one JSON line with the AUC's mean and sd over the seeds per source.
+
+    Used after the choice (``--score-seeds``: the recipe's spread over seeds, nothing chosen from it) and for
+    leave-one-source-out (``--hold-out``: the networks were trained without ``held_out``)."""
     result = {}
     for seed, tail in zip(seeds, members):
         temperature, threshold = operating_point([tail], table, [r for s in trainable for r in parts[s]["val"]])
-        m = score_sources([tail], table, {source: parts[source]}, "test", temperature, threshold, 2000)[source]
+        per = score_sources([tail], table, {s: parts[s] for s in sources}, "test", temperature, threshold, 2000)
         result[str(seed)] = {"threshold": round(float(threshold), 4),
-                             **{k: m[k] for k in ("n_studies", "n_covid", "n_patients", "auc", "sensitivity",
-                                                  "specificity")}}
-    aucs = [r["auc"]["value"] for r in result.values() if isinstance(r["auc"], dict) and r["auc"]["value"] is not None]
-    print(json.dumps({"held_out": source, "trained_on": trainable, "test": result,
-                      "auc_mean_over_seeds": round(float(np.mean(aucs)), 4) if aucs else None}), flush=True)
+                             **{s: {k: m[k] for k in ("n_studies", "n_covid", "n_patients", "auc", "sensitivity",
+                                                      "specificity")} for s, m in per.items()}}
+    spread = {}
+    for source in sources:
+        aucs = [r[source]["auc"]["value"] for r in result.values()
+                if isinstance(r.get(source, {}).get("auc"), dict) and r[source]["auc"]["value"] is not None]
+        if aucs:
+            spread[source] = {"mean": round(float(np.mean(aucs)), 4), "sd": round(float(np.std(aucs, ddof=1)), 4)
+                              if len(aucs) > 1 else None}
+    print(json.dumps({"held_out": held_out, "trained_on": trainable, "test": result, "auc_over_seeds": spread}),
+          flush=True)
 
 
 def train_step(args) -> None:
@@ -331,7 +341,10 @@ def train_step(args) -> None:
     print(json.dumps({"run": tag, "epochs": args.epochs, "lr": args.lr, "val": val_scores, "mean_over_seeds": summary}),
           flush=True)
     if args.hold_out:
-        held_out_test(args.hold_out, members, args.seeds, table, parts, trainable)
+        test_each_seed([args.hold_out], members, args.seeds, table, parts, trainable, args.hold_out)
+        return
+    if args.score_seeds:
+        test_each_seed(list(WITHIN_SOURCE_VAL), members, args.seeds, table, parts, trainable)
         return
     if args.val_only:
         return
@@ -400,6 +413,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--hold-out", choices=("soares", "mosmed", "ucsd", "cc-ccii-normal", "sirm", "medseg"),
                         help="leave-one-source-out: train without this source, read its test split, write no model")
+    parser.add_argument("--score-seeds", action="store_true",
+                        help="after the choice: read every seed on the test splits (spread over seeds), write nothing")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
