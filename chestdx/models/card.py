@@ -218,7 +218,7 @@ class ModelCard:
         for split in ("val", "test"):
             by_source = self.source_aucs(split)
             if by_source:
-                out[f"{split}_auc_by_source"] = {s: round(m.value, 4) for s, m in by_source.items()}
+                out[f"{split}_auc_by_source"] = {s: m.value for s, m in by_source.items()}
         return out
 
     def to_dict(self) -> dict:
