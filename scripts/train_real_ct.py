@@ -245,7 +245,7 @@ def fingerprint(table: SliceTable, parts: dict, data: Path) -> dict:
                 counts.setdefault(source, {})[split] = {"studies": len(recs), "slices": len(rows),
                                                         "covid_slices": int(y.sum()),
                                                         "patients": len({r.patient_id for r in recs})}
-    return {"modality": "CT", "intensity": "8bit", "kind": ["ct-slice", "ct-volume"],
+    return {"modality": "CT", "intensities": ["8bit"], "kind": ["ct-slice", "ct-volume"],
             "image_longest_side_px": {s: [int(min(max(wh) for wh in v)), int(max(max(wh) for wh in v))]
                                       for s, v in sizes.items()},
             "pixel_spacing_mm": "unknown (8-bit images carry no spacing)",

@@ -209,7 +209,7 @@ def train_step(args) -> None:
     card = read_card(folder)
     card.threshold = round(float(choose_operating_point(va[last["unit"]].y, probs[:, 1], "f1")), 4)
     card.limitations = [DEVIATIONS[args.recipe], *LIMITATIONS]
-    card.fingerprint = {"study_kinds": ["ct-volume", "ct-slice"], "modality": "CT", "intensity": "8bit"}
+    card.fingerprint = {"study_kinds": ["ct-volume", "ct-slice"], "modality": "CT", "intensities": ["8bit"]}
     write_card(card, folder)
     if last["unit"] == "slice" and config.name != "dre-net":
         export_onnx(result.net.eval(), folder, config.input.size, config.input.channels)

@@ -37,7 +37,7 @@ def test_card_says_what_the_model_is(model):
     assert card["input"]["lungs_only"] and card["input"]["upright"] and card["input"]["lung_crop"]
     fingerprint = card["fingerprint"]
     assert fingerprint["study_kinds"] == ["ct-volume", "ct-slice"]
-    assert fingerprint["modality"] == "CT" and fingerprint["intensity"] == "8bit"
+    assert fingerprint["modality"] == "CT" and fingerprint["intensities"] == ["8bit"]
     assert set(fingerprint["sources"]) >= {"soares", "mosmed", "cc-ccii-normal", "ucsd", "sirm", "medseg"}
     assert not fingerprint["sources"]["cc-ccii-cp"].get("train") and not fingerprint["sources"]["dre-net"].get("train")
     for source in ("soares", "mosmed", "ucsd"):

@@ -137,7 +137,17 @@ def test_fingerprint_warns_about_a_study_outside_the_training_data(study_dir):
     d = diagnose(load_study(study_dir, progress=False), outside)
     assert any("trained on xray only" in w for w in d.warnings)
     assert any("trained on 8bit images" in w for w in d.warnings)
-    assert not any("trained on" in w for w in diagnose(load_study(study_dir, progress=False), model).warnings)
+    # the bundled CT models were trained on 8-bit renderings only: a HU series is said to be outside that
+    hu = diagnose(load_study(study_dir, progress=False), model).warnings
+    assert [w for w in hu if "trained on" in w] == [
+        "this study is hu but ct-default was trained on 8bit images (HU studies are windowed to the lung window "
+        "(-600/1500) before the same steps)"]
+
+
+def test_no_fingerprint_warning_for_a_study_like_the_training_data(shared_data):
+    slice_path = shared_data / "ct-mosmed-slices" / "CT-0" / "0010.jpg"
+    d = diagnose(load_study(slice_path, kind="ct-slice", progress=False), load_model("ct-default"))
+    assert not any("trained on" in w for w in d.warnings)
 
 
 def test_a_hu_study_is_diagnosed_by_a_model_whose_card_gives_the_spacing_in_words(study_dir):

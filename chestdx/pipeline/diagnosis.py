@@ -125,7 +125,9 @@ def fingerprint_warnings(study: Study, model: LoadedModel) -> list[str]:
                    "its output is not meaningful here")
     intensity = fp.get("intensities")
     if intensity and study.intensity not in intensity:
-        out.append(f"this study is {study.intensity} but {model.name} was trained on {', '.join(intensity)} images")
+        handled = f" ({fp['hu_input']})" if study.intensity == "hu" and isinstance(fp.get("hu_input"), str) else ""
+        out.append(f"this study is {study.intensity} but {model.name} was trained on {', '.join(intensity)} images"
+                   + handled)
     spacing = fp.get("pixel_spacing_mm")
     numeric = isinstance(spacing, (list, tuple)) and len(spacing) == 2 and all(
         isinstance(v, (int, float)) for v in spacing)  # a card may say in words that spacing was unknown
