@@ -325,7 +325,7 @@ def train_step(args) -> None:
             histories[seed] = fit_tail(tail, config, table.maps[tr_rows[draws]], tr_y[draws], table.maps[va_rows],
                                        va_y, seed=seed)
             log.warning("seed %d: %s (%.0f s)", seed, histories[seed][-1], time.time() - t0)
-            card = new_card(config, f"ct-real-{tag}-seed{seed}",
+            card = new_card(config, f"ct-default-{tag}-seed{seed}",
                             training={"seed": seed, "tail_block": block, "seconds": round(time.time() - t0, 1),
                                       "history": histories[seed]})
             save_checkpoint(net, card, folder)
